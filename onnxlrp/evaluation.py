@@ -52,6 +52,7 @@ __all__ = [
     "parse_method",
     "perturbation_curve",
     "plot_curves",
+    "plot_json",
     "random_relevance",
     "region_map",
     "region_order",
@@ -726,16 +727,23 @@ def evaluate(
         key = (method.kind, tuple(sorted(method.kwargs.items())))
         if method.kind == "gradxinput":
             key = ("lrp", (("rule", "lrp0"),))
-        if key not in cache:
-            cache[key] = compute_relevance(
+        if key not in cache:  # the same relevance gives the same curves: computed once
+            relevance = compute_relevance(
                 model, x, targets, method, batch_size=min(batch_size, 256), seed=seed, low=low, high=high,
                 progress=progress,
             )  # fmt: skip
-        curves[method.label] = perturbation_curve(
-            forward, x, cache[key], targets, region=region, steps=steps, perturbation=perturbation,
-            order=order, batch_size=batch_size, seed=seed, value_range=value_range, blur_sigma=blur_sigma,
-            progress=progress, desc=method.label,
-        )  # fmt: skip
+            if not np.all(np.isfinite(relevance)):
+                bad = int((~np.isfinite(relevance)).reshape(len(x), -1).any(axis=1).sum())
+                msg = f"{method.label}: non-finite relevance in {bad} images (set to 0 there)"
+                warnings.warn(msg, stacklevel=2)
+                notes.append(msg)
+                relevance = np.nan_to_num(relevance, nan=0.0, posinf=0.0, neginf=0.0)
+            cache[key] = perturbation_curve(
+                forward, x, relevance, targets, region=region, steps=steps, perturbation=perturbation,
+                order=order, batch_size=batch_size, seed=seed, value_range=value_range,
+                blur_sigma=blur_sigma, progress=progress, desc=method.label,
+            )  # fmt: skip
+        curves[method.label] = cache[key]
     accuracy = float((targets == labels).mean()) if labels is not None else None
     settings = {
         "region": region,
@@ -773,11 +781,12 @@ def plot_curves(results: EvaluationResult | Sequence[EvaluationResult], path: st
     for ax, res in zip(axes[0], results, strict=True):
         for label, curves in res.curves.items():
             drop = (curves[:, :1] - curves).mean(axis=0)
-            mean, se = aopc(curves)
+            mean, se = curves.aopc_se if isinstance(curves, _SummaryCurves) else aopc(curves)
             style = "--" if label in ("random", "gradxinput") else "-"
             ax.plot(np.arange(len(drop)), drop, style, label=f"{label} ({mean:.2f}±{se:.2f})", lw=1.4)
         s = res.settings
-        ax.set_title(f"{res.model} on {res.data} (n={s['n']}, {s['order'].upper()})", fontsize=9)
+        acc = f", acc {res.accuracy:.3f}" if res.accuracy is not None else ""
+        ax.set_title(f"{res.model} on {res.data} (n={s['n']}{acc}, {s['order'].upper()})", fontsize=9)
         ax.set_xlabel(f"perturbation steps ({s['region']}x{s['region']} regions, {s['perturbation']})")
         ax.set_ylabel("f(x⁰) − f(xᵏ), mean over images")
         ax.grid(alpha=0.3)
@@ -788,6 +797,31 @@ def plot_curves(results: EvaluationResult | Sequence[EvaluationResult], path: st
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def plot_json(json_paths: Sequence[str | os.PathLike], path: str | os.PathLike) -> Path:
+    """One figure, one panel per ``aopc.json`` written by ``write_results`` (models side by side)."""
+    results = []
+    for jp in json_paths:
+        doc = json.loads(Path(jp).read_text())
+        curves = {}
+        for label, mean_curve in doc["mean_curves"].items():
+            row = next(r for r in doc["aopc"] if r["method"] == label)
+            curves[label] = _SummaryCurves(np.asarray(mean_curve), row["aopc"], row["stderr"])
+        results.append(EvaluationResult(doc["model"], doc["data"], curves, doc["settings"], doc["accuracy"]))
+    return plot_curves(results, path)
+
+
+class _SummaryCurves(np.ndarray):
+    """A mean curve standing in for per-image curves in plot_curves (carries its AOPC and SE)."""
+
+    def __new__(cls, mean_curve, aopc_value, stderr):
+        obj = np.asarray(mean_curve, dtype=np.float64)[None, :].view(cls)
+        obj.aopc_se = (aopc_value, stderr)
+        return obj
+
+    def __array_finalize__(self, obj):
+        self.aopc_se = getattr(obj, "aopc_se", None)
 
 
 def write_results(

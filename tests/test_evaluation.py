@@ -266,6 +266,8 @@ def test_random_baseline_only_evaluate(setup, tmp_path):
     paths = ev.write_results(res, tmp_path)
     assert all(p.exists() for p in paths.values())
     assert paths["png"].stat().st_size > 1000
+    both = ev.plot_json([paths["json"], paths["json"]], tmp_path / "both.png")
+    assert both.stat().st_size > 1000
 
 
 # ------------------------------------------------------------------- with the compiler (skipped if absent)
@@ -320,7 +322,15 @@ def test_gradxinput_equals_analytic_gradient_times_input():
 
 def test_cli_evaluate_on_npy(tmp_path, setup):
     _compiler()
-    from onnxlrp.cli import main
+    import argparse
+
+    from onnxlrp.cli import evaluate_cmd
+
+    def main(argv):  # the evaluate subcommand alone: other subcommands may not exist yet
+        parser = argparse.ArgumentParser(prog="onnxlrp")
+        evaluate_cmd.register(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(argv)
+        return args.func(args)
 
     weights, x, *_ = setup
     model_path = tmp_path / "lin.onnx"
