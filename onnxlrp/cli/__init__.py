@@ -12,7 +12,7 @@ import sys
 
 from onnxlrp.errors import OnnxLrpError
 
-COMMANDS = ["compile", "inspect", "evaluate"]
+COMMANDS = ["compile", "inspect", "evaluate", "convert"]
 
 
 def build_parser() -> argparse.ArgumentParser:

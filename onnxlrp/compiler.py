@@ -1,0 +1,362 @@
+"""compile(): ONNX model in, relevance graph out.
+
+Pipeline: load -> canonicalise (opset, node names, logits behind a Softmax, bias Adds) -> analyse
+(shapes and constants from one probe run) -> find the nodes relevance flows through (refusing
+unsupported ops, all listed at once) -> assign rules -> seed -> emit each node's relevance, walking
+the graph backwards -> outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import onnx
+from onnx import helper, version_converter
+
+from onnxlrp.builder import GraphBuilder
+from onnxlrp.composites import assign_rules
+from onnxlrp.errors import ModelLoadError, UnsupportedModelError
+from onnxlrp.graph import GraphInfo, analyse, data_input
+from onnxlrp.loading import ModelLike, load_model
+from onnxlrp.ops import LINEAR_KINDS, REGISTRY, EmitContext, carried_inputs, spec_for
+from onnxlrp.rules import Rule
+
+MIN_OPSET = 17
+TARGET = "target"
+RELEVANCE = "relevance"
+RELEVANCE_SEED = "relevance_seed"
+LINEAR_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+NONNEGATIVE_OPS = {"Relu", "Sigmoid", "HardSigmoid", "Softplus"}
+ORDER_PRESERVING_OPS = {
+    "MaxPool",
+    "GlobalMaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+    "Dropout",
+    "Concat",
+    "Split",
+    "Pad",
+}
+
+
+def exposed_name(tensor: str) -> str:
+    """The graph output that carries the relevance arriving at `tensor`."""
+    return f"{RELEVANCE}:{tensor}"
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy at opset >= 17 whose nodes all have unique names."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    if _opset(copy) < MIN_OPSET:
+        try:
+            copy = version_converter.convert_version(copy, MIN_OPSET)
+        except Exception as error:
+            raise ModelLoadError(
+                f"cannot convert the model from opset {_opset(model)} to {MIN_OPSET}: {error}"
+            ) from None
+    seen: set[str] = set()
+    for index, node in enumerate(copy.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{index}" if node.name in seen or not node.name else node.name
+            while node.name in seen:
+                node.name += "_"
+        seen.add(node.name)
+    return copy
+
+
+def _logits(info: GraphInfo, output: str | None) -> str:
+    """The tensor explained: the chosen output, or the input of a trailing Softmax/LogSoftmax."""
+    outputs = [o.name for o in info.model.graph.output]
+    name = output or outputs[0]
+    if name not in outputs and name not in info.producer:
+        raise UnsupportedModelError(f"output '{name}' is not a tensor of the model (outputs: {outputs})")
+    node = info.producer.get(name)
+    while node is not None and node.op_type in ("Softmax", "LogSoftmax", "Identity"):
+        name = node.input[0]
+        node = info.producer.get(name)
+    return name
+
+
+def _bias_adds(info: GraphInfo) -> dict[str, tuple[np.ndarray, str]]:
+    """Linear-layer outputs followed by an Add of a constant (MatMul + bias, Conv + BiasAdd)."""
+    graph_outputs = {o.name for o in info.model.graph.output}
+    found = {}
+    for node in info.nodes:
+        if node.op_type != "Add":
+            continue
+        for own, other in ((0, 1), (1, 0)):
+            z, bias = node.input[own], info.const(node.input[other])
+            producer = info.producer.get(z)
+            if (
+                bias is not None
+                and producer is not None
+                and producer.op_type in LINEAR_OPS
+                and len(info.consumers.get(z, [])) == 1
+                and z not in graph_outputs
+                and z in info.dynamic
+                and bias.ndim <= len(info.shape(z))
+            ):
+                found[z] = (bias.astype(np.float32), node.output[0])
+    return found
+
+
+def _nonnegative(info: GraphInfo) -> set[str]:
+    """Tensors that are >= 0 by construction (ReLU outputs and what only pools or reshapes them)."""
+    known: set[str] = set()
+    for node in info.nodes:
+        inputs = [name for name in node.input if name in info.dynamic]
+        if node.op_type in NONNEGATIVE_OPS or (
+            node.op_type in ORDER_PRESERVING_OPS and inputs and all(n in known for n in inputs)
+        ):
+            known.add(node.output[0])
+    return known
+
+
+def _relevance_path(info: GraphInfo, start: str) -> list[onnx.NodeProto]:
+    """Nodes relevance flows through, last first; refuses unsupported ops, listing every one."""
+    carrying, path, unsupported = {start}, [], []
+    for node in reversed(info.nodes):
+        if not any(name in carrying for name in node.output):
+            continue
+        spec = spec_for(node.op_type)
+        inputs = carried_inputs(spec, node, info)
+        if not inputs:
+            continue
+        if spec is None:
+            unsupported.append(node)
+        path.append(node)
+        carrying.update(node.input[i] for i in inputs)
+    if unsupported:
+        listed = "\n".join(f"  - node '{n.name}': op {n.op_type}" for n in reversed(unsupported))
+        raise UnsupportedModelError(
+            f"{len(unsupported)} node(s) use operators onnxlrp cannot propagate relevance through:\n"
+            f"{listed}\n"
+            f"Supported operators: {', '.join(sorted(REGISTRY))}"
+        )
+    if info.input_name not in carrying:
+        raise UnsupportedModelError(
+            f"tensor '{start}' does not depend on the model input '{info.input_name}'"
+        )
+    return path
+
+
+def _first_layers(info: GraphInfo) -> set[str]:
+    """Linear layers reached from the model input without passing another linear layer."""
+    first, frontier, visited = set(), [info.input_name], set()
+    while frontier:
+        tensor = frontier.pop()
+        for node in info.consumers.get(tensor, []):
+            if node.name in visited:
+                continue
+            visited.add(node.name)
+            spec = spec_for(node.op_type)
+            if spec is not None and spec.kind in LINEAR_KINDS:
+                first.add(node.name)
+            else:
+                frontier.extend(node.output)
+    return first
+
+
+def _seed(b: GraphBuilder, logits: str, classes: int, mode: str) -> str:
+    """logit * one-hot(target) (mode "logit") or the one-hot alone ("onehot")."""
+    predicted = b.op("ArgMax", [logits], axis=-1, keepdims=0)
+    chosen = b.op("Where", [b.op("Less", [TARGET, b.const(np.array(0, np.int64))]), predicted, TARGET])
+    column = b.op("Unsqueeze", [chosen, b.const(np.array([1], np.int64))])
+    mask = b.op(
+        "Cast",
+        [b.op("Equal", [column, b.const(np.arange(classes, dtype=np.int64)[None], "classes")])],
+        to=onnx.TensorProto.FLOAT,
+    )
+    if mode == "onehot":
+        return mask
+    if mode != "logit":
+        raise ValueError(f"seed must be 'logit' or 'onehot', got '{mode}'")
+    return b.op("Mul", [logits, mask], hint="seed")
+
+
+def _value_info(name: str, shape: tuple[int, ...], elem_type: int = onnx.TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, elem_type, ["N", *shape[1:]])
+
+
+def compile(
+    model: ModelLike,
+    *,
+    rule: str | Rule | None = None,
+    composite: str | None = None,
+    epsilon: float | None = None,
+    alpha: float | None = None,
+    beta: float | None = None,
+    gamma: float | None = None,
+    stabilizer: float | None = None,
+    first_rule: str | Rule | None = None,
+    low: float | np.ndarray | None = None,
+    high: float | np.ndarray | None = None,
+    rules_by_type: Mapping[str, str | Rule] | None = None,
+    rules_by_name: Mapping[str, str | Rule] | None = None,
+    start: str | None = None,
+    expose: Iterable[str] = (),
+    seed: str = "logit",
+    output: str | None = None,
+) -> onnx.ModelProto:
+    """Compile an ONNX model into its LRP relevance graph (see the README for the contract)."""
+    model = canonicalize(load_model(model))
+    data_input(model)
+    if any(name in (TARGET, RELEVANCE, RELEVANCE_SEED) for name in _all_names(model)):
+        raise UnsupportedModelError(
+            f"the model already uses one of the names {TARGET}, {RELEVANCE}, {RELEVANCE_SEED}"
+        )
+    info = analyse(model)
+    explained = start or _logits(info, output)
+    if start is not None and start not in info.shapes:
+        raise UnsupportedModelError(f"start tensor '{start}' is not a tensor of the model")
+    path = _relevance_path(info, explained)
+    layers = {
+        n.name: (n.op_type, spec_for(n.op_type).kind)
+        for n in path
+        if spec_for(n.op_type).kind in LINEAR_KINDS
+    }
+    params = {
+        "epsilon": epsilon,
+        "alpha": alpha,
+        "beta": beta,
+        "gamma": gamma,
+        "low": low,
+        "high": high,
+        "stabilizer": stabilizer,
+    }
+    rules = assign_rules(
+        layers,
+        _first_layers(info),
+        rule=rule,
+        composite=composite,
+        first_rule=first_rule,
+        rules_by_type=rules_by_type,
+        rules_by_name=rules_by_name,
+        **params,
+    )
+
+    b = GraphBuilder(_all_names(model))
+    if start is None:
+        shape = info.shape(explained)
+        if len(shape) != 2:
+            raise UnsupportedModelError(
+                f"the explained output '{explained}' has shape {shape}; it must be [batch, classes] "
+                "(or pass start= to seed relevance at a tensor yourself)"
+            )
+        seed_relevance = _seed(b, explained, shape[1], seed)
+    else:
+        seed_relevance = RELEVANCE_SEED
+    relevance: dict[str, list[str]] = {explained: [seed_relevance]}
+    ctx_common = {"b": b, "info": info, "nonnegative": _nonnegative(info), "bias_adds": _bias_adds(info)}
+    for node in path:
+        arriving = [_total(b, relevance.get(name)) for name in node.output]
+        ctx = EmitContext(rule=rules.get(node.name), **ctx_common)
+        try:
+            produced = spec_for(node.op_type).emit(ctx, node, arriving)
+        except UnsupportedModelError:
+            raise
+        except Exception as error:
+            raise UnsupportedModelError(f"node '{node.name}' ({node.op_type}): {error}") from error
+        for index, name in produced.items():
+            relevance.setdefault(node.input[index], []).append(name)
+    totals = {name: _total(b, parts) for name, parts in relevance.items()}
+    return _assemble(model, info, b, totals, explained, start, list(expose))
+
+
+def _total(b: GraphBuilder, parts: list[str] | None) -> str | None:
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else b.total(parts)
+
+
+def _all_names(model: onnx.ModelProto) -> set[str]:
+    names = {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer}
+    for node in model.graph.node:
+        names.update(node.input)
+        names.update(node.output)
+        names.add(node.name)
+    return names
+
+
+def _ancestors(model: onnx.ModelProto, tensors: set[str]) -> list[onnx.NodeProto]:
+    needed, keep = set(tensors), []
+    for node in reversed(model.graph.node):
+        if any(name in needed for name in node.output):
+            keep.append(node)
+            needed.update(node.input)
+    return list(reversed(keep))
+
+
+def _assemble(
+    model: onnx.ModelProto,
+    info: GraphInfo,
+    b: GraphBuilder,
+    totals: dict[str, str],
+    explained: str,
+    start: str | None,
+    expose: list[str],
+) -> onnx.ModelProto:
+    graph = model.graph
+    input_info = next(i for i in graph.input if i.name == info.input_name)
+    input_shape = info.shape(info.input_name)
+    if expose == ["all"]:
+        expose = [name for name in totals if name != info.input_name]
+    missing = [name for name in expose if name not in totals]
+    if missing:
+        raise UnsupportedModelError(
+            f"cannot expose {', '.join(repr(m) for m in missing)}: no relevance reaches them "
+            f"(tensors on the relevance path: {', '.join(sorted(totals))})"
+        )
+    if info.input_name not in totals:
+        raise UnsupportedModelError(f"no relevance reaches the input '{info.input_name}'")
+    outputs = [b.op("Identity", [totals[info.input_name]])]
+    b.nodes[-1].output[0] = RELEVANCE
+    output_infos = [_value_info(RELEVANCE, input_shape, input_info.type.tensor_type.elem_type)]
+    if start is None:
+        forward_nodes = list(graph.node)
+        output_infos += list(graph.output)
+    else:
+        forward_nodes = _ancestors(model, {start} | {n for node in b.nodes for n in node.input})
+        output_infos.append(_value_info(start, info.shape(start)))
+    for name in expose:
+        b.nodes.append(
+            helper.make_node("Identity", [totals[name]], [exposed_name(name)], name=exposed_name(name))
+        )
+        output_infos.append(_value_info(exposed_name(name), info.shape(name)))
+    del outputs
+
+    inputs = list(graph.input)
+    initializers = list(graph.initializer) + b.initializers
+    if start is None:
+        inputs.append(helper.make_tensor_value_info(TARGET, onnx.TensorProto.INT64, ["N"]))
+        initializers.append(onnx.numpy_helper.from_array(np.array([-1], np.int64), TARGET))
+    else:
+        inputs.append(_value_info(RELEVANCE_SEED, info.shape(start)))
+    new_graph = helper.make_graph(
+        forward_nodes + b.nodes, f"{graph.name}_lrp", inputs, output_infos, initializers
+    )
+    result = helper.make_model(new_graph, opset_imports=list(model.opset_import), producer_name="onnxlrp")
+    result.ir_version = _ir_version(model)
+    for entry in model.metadata_props:
+        result.metadata_props.append(entry)
+    onnx.checker.check_model(result, full_check=True)
+    return result
+
+
+def _ir_version(model: onnx.ModelProto) -> int:
+    """The lowest IR version the opset needs (so older onnxruntime releases read the model)."""
+    opset = _opset(model)
+    needed = 8 if opset <= 18 else 9 if opset <= 20 else 10
+    return max(needed, min(model.ir_version, 10))

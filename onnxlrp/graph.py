@@ -1,0 +1,145 @@
+"""GraphInfo: what the compiler knows about the forward graph.
+
+Producers and consumers of every tensor, the values of constant tensors (initializers, Constant
+nodes and whole shape subgraphs), and the static shape of every tensor. Shapes and constants come
+from one probe run of the model in onnxruntime at batch size 1, which is exact where onnx's own
+shape inference is not (e.g. ceil_mode pooling).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
+
+from onnxlrp.errors import ModelLoadError, UnsupportedModelError
+
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
+
+
+@dataclass
+class GraphInfo:
+    model: onnx.ModelProto
+    input_name: str
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    producer: dict[str, onnx.NodeProto] = field(default_factory=dict)
+    consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=dict)
+    dynamic: set[str] = field(default_factory=set)
+
+    @property
+    def nodes(self) -> list[onnx.NodeProto]:
+        return list(self.model.graph.node)
+
+    def const(self, name: str) -> np.ndarray | None:
+        """The value of a tensor that does not depend on the model input, else None."""
+        return self.constants.get(name)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """Static shape at batch size 1 (the batch dimension reads 1)."""
+        if name not in self.shapes:
+            raise UnsupportedModelError(f"tensor '{name}': its shape is unknown")
+        return self.shapes[name]
+
+    def attr(self, node: onnx.NodeProto, name: str, default=None):
+        for attribute in node.attribute:
+            if attribute.name == name:
+                return helper.get_attribute_value(attribute)
+        return default
+
+
+def data_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
+    """The model input that is explained: the first float graph input that is not an initializer."""
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [inp for inp in model.graph.input if inp.name not in initializers]
+    for inp in inputs:
+        if inp.type.tensor_type.elem_type in FLOAT_TYPES:
+            return inp
+    described = ", ".join(
+        f"'{inp.name}' ({onnx.TensorProto.DataType.Name(inp.type.tensor_type.elem_type)})" for inp in inputs
+    )
+    raise ModelLoadError(f"the model has no float input to explain; its inputs are: {described or 'none'}")
+
+
+def _probe_feed(model: onnx.ModelProto, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    initializers = {init.name for init in model.graph.initializer}
+    feed = {}
+    for inp in model.graph.input:
+        if inp.name in initializers:
+            continue
+        tensor_type = inp.type.tensor_type
+        dims = []
+        for index, dim in enumerate(tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value > 0:
+                dims.append(dim.dim_value)
+            elif index == 0:
+                dims.append(1)
+            else:
+                raise UnsupportedModelError(
+                    f"input '{inp.name}': dimension {index} is symbolic ('{dim.dim_param}'); only the batch "
+                    "dimension may be dynamic. Fix the other dimensions in the model first."
+                )
+        dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        if tensor_type.elem_type in FLOAT_TYPES:
+            feed[inp.name] = rng.standard_normal(dims).astype(dtype)
+        else:
+            feed[inp.name] = np.zeros(dims, dtype)
+    return feed
+
+
+def analyse(model: onnx.ModelProto) -> GraphInfo:
+    """Build GraphInfo: topology, constants and static shapes (one onnxruntime probe at batch 1)."""
+    input_info = data_input(model)
+    info = GraphInfo(model=model, input_name=input_info.name)
+    for init in model.graph.initializer:
+        info.constants[init.name] = numpy_helper.to_array(init)
+    graph_inputs = {inp.name for inp in model.graph.input} - set(info.constants)
+    info.dynamic |= graph_inputs
+    for node in model.graph.node:
+        for name in node.output:
+            info.producer[name] = node
+        for name in node.input:
+            info.consumers.setdefault(name, []).append(node)
+        if any(name in info.dynamic for name in node.input) or node.op_type in {
+            "RandomNormal",
+            "RandomUniform",
+        }:
+            info.dynamic.update(node.output)
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
+    types.update({vi.name: vi.type.tensor_type.elem_type for vi in model.graph.output})
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {out.name for out in probe.graph.output}
+    wanted = []
+    for node in model.graph.node:
+        for name in node.output:
+            if name and name not in existing and types.get(name):
+                probe.graph.output.append(helper.make_tensor_value_info(name, types[name], None))
+                wanted.append(name)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feed = _probe_feed(model, np.random.default_rng(0))
+        names = [out.name for out in session.get_outputs()]
+        values = session.run(names, feed)
+    except UnsupportedModelError:
+        raise
+    except Exception as error:
+        raise ModelLoadError(f"onnxruntime cannot run the model: {error}") from None
+    for name, value in zip(names, values, strict=True):
+        value = np.asarray(value)
+        info.shapes[name] = value.shape
+        if name not in info.dynamic:
+            info.constants[name] = value
+    for name, value in feed.items():
+        info.shapes[name] = value.shape
+    for name, value in info.constants.items():
+        info.shapes.setdefault(name, value.shape)
+    return info

@@ -1,0 +1,182 @@
+"""Linear layers: Conv, ConvTranspose, Gemm, MatMul and a free-standing BatchNormalization.
+
+Each emitter describes its op as a `LinearLayer` (forward and transpose maps over a weight array)
+and lets the node's rule write the relevance nodes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from onnxlrp.errors import UnsupportedModelError
+from onnxlrp.ops import EmitContext, register
+from onnxlrp.rules import LinearLayer
+
+
+def explicit_pads(
+    ctx: EmitContext, node: onnx.NodeProto, in_spatial, out_spatial, kernel, strides, dilations
+):
+    """The node's pads as a begin+end list, resolving auto_pad with the static shapes."""
+    rank = len(kernel)
+    auto_pad = ctx.attr(node, "auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad in ("NOTSET", ""):
+        return list(ctx.attr(node, "pads", [0] * (2 * rank)))
+    if auto_pad == "VALID":
+        return [0] * (2 * rank)
+    begins, ends = [], []
+    for size, out, k, s, d in zip(in_spatial, out_spatial, kernel, strides, dilations, strict=True):
+        total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+        small = total // 2
+        begins.append(small if auto_pad == "SAME_UPPER" else total - small)
+        ends.append(total - begins[-1])
+    return begins + ends
+
+
+def conv_geometry(ctx: EmitContext, node: onnx.NodeProto, x: str, out: str, kernel):
+    """strides, dilations, explicit pads (end pads grown to match the real output size) and
+    ConvTranspose output_padding so that the transpose gives back exactly x's spatial shape."""
+    rank = len(kernel)
+    in_spatial = ctx.info.shape(x)[2:]
+    out_spatial = ctx.info.shape(out)[2:]
+    strides = list(ctx.attr(node, "strides", [1] * rank))
+    dilations = list(ctx.attr(node, "dilations", [1] * rank))
+    pads = explicit_pads(ctx, node, in_spatial, out_spatial, kernel, strides, dilations)
+    output_padding = []
+    for i in range(rank):
+        span = (out_spatial[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1
+        # ceil_mode pooling: the last window may need more end padding than declared
+        pads[rank + i] = max(pads[rank + i], span - in_spatial[i] - pads[i])
+        output_padding.append(in_spatial[i] - (span - pads[i] - pads[rank + i]))
+    return strides, dilations, pads, output_padding
+
+
+def conv_maps(ctx: EmitContext, node: onnx.NodeProto, x: str, out: str, kernel, group: int):
+    """forward (Conv) and transpose (ConvTranspose) maps for a convolution-shaped op."""
+    b = ctx.b
+    strides, dilations, pads, output_padding = conv_geometry(ctx, node, x, out, kernel)
+    geometry = {"strides": strides, "dilations": dilations, "pads": pads, "group": group}
+
+    def forward(inp: str, weight: np.ndarray) -> str:
+        return b.op("Conv", [inp, b.const(weight, "w")], **geometry)
+
+    def transpose(s: str, weight: np.ndarray) -> str:
+        extra = {"output_padding": output_padding} if any(output_padding) else {}
+        return b.op("ConvTranspose", [s, b.const(weight, "w")], **geometry, **extra)
+
+    return forward, transpose
+
+
+def layer_bias(ctx: EmitContext, node: onnx.NodeProto, own_bias: np.ndarray | None, out_rank: int):
+    """The layer's bias shaped to broadcast against its output, and its output tensor (after a fused
+    bias Add when there is one)."""
+    bias, output = own_bias, node.output[0]
+    if node.output[0] in ctx.bias_adds:
+        extra, output = ctx.bias_adds[node.output[0]]
+        bias = extra if bias is None else bias + extra
+    return bias, output
+
+
+def _const_input(ctx: EmitContext, node: onnx.NodeProto, index: int, what: str) -> np.ndarray:
+    value = ctx.info.const(node.input[index])
+    if value is None:
+        raise UnsupportedModelError(
+            f"node '{node.name}' ({node.op_type}): its {what} '{node.input[index]}' is computed from the "
+            "input; "
+            "only constant weights are supported"
+        )
+    return value.astype(np.float32)
+
+
+@register("Conv", kind="conv")
+def emit_conv(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
+    x = node.input[0]
+    weight = _const_input(ctx, node, 1, "weight")
+    rank = weight.ndim - 2
+    own_bias = None
+    if len(node.input) > 2 and node.input[2]:
+        own_bias = _const_input(ctx, node, 2, "bias").reshape((1, -1) + (1,) * rank)
+    bias, output = layer_bias(ctx, node, own_bias, rank + 2)
+    forward, transpose = conv_maps(ctx, node, x, node.output[0], weight.shape[2:], ctx.attr(node, "group", 1))
+    layer = LinearLayer(x, weight, bias, forward, transpose, output, x in ctx.nonnegative)
+    return {0: ctx.rule.propagate(ctx.b, layer, relevance[0])}
+
+
+def _matmul_layer(ctx: EmitContext, node, x_index: int, weight: np.ndarray, own_bias, trans_x: bool):
+    """z = x' @ W (activation left) or z = W @ x' (activation right), x' = x or x^T."""
+    b = ctx.b
+    x = node.input[x_index]
+    right = x_index == 1
+
+    def maybe_t(name: str) -> str:
+        return b.op("Transpose", [name], perm=[1, 0]) if trans_x else name
+
+    def forward(inp: str, w: np.ndarray) -> str:
+        operands = [b.const(w, "w"), maybe_t(inp)] if right else [maybe_t(inp), b.const(w, "w")]
+        return b.op("MatMul", operands)
+
+    def transpose(s: str, w: np.ndarray) -> str:
+        wt = b.const(np.swapaxes(w, -1, -2).copy(), "wt")
+        return maybe_t(b.op("MatMul", [wt, s] if right else [s, wt]))
+
+    bias, output = layer_bias(ctx, node, own_bias, len(ctx.info.shape(node.output[0])))
+    return LinearLayer(x, weight, bias, forward, transpose, output, x in ctx.nonnegative)
+
+
+def _activation_index(ctx: EmitContext, node: onnx.NodeProto) -> int:
+    dynamic = [i for i in (0, 1) if node.input[i] in ctx.info.dynamic]
+    if len(dynamic) != 1:
+        raise UnsupportedModelError(
+            f"node '{node.name}' ({node.op_type}): both operands depend on the input; only a product with "
+            "a constant weight is a linear layer"
+        )
+    return dynamic[0]
+
+
+@register("Gemm", kind="dense", data_inputs=(0, 1))
+def emit_gemm(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
+    x_index = _activation_index(ctx, node)
+    trans = [ctx.attr(node, "transA", 0), ctx.attr(node, "transB", 0)]
+    weight = _const_input(ctx, node, 1 - x_index, "weight")
+    if trans[1 - x_index]:
+        weight = weight.T
+    weight = (ctx.attr(node, "alpha", 1.0) * weight).astype(np.float32)
+    bias = None
+    if len(node.input) > 2 and node.input[2]:
+        bias = (ctx.attr(node, "beta", 1.0) * _const_input(ctx, node, 2, "bias C")).astype(np.float32)
+    layer = _matmul_layer(ctx, node, x_index, weight, bias, bool(trans[x_index]))
+    return {x_index: ctx.rule.propagate(ctx.b, layer, relevance[0])}
+
+
+@register("MatMul", kind="dense", data_inputs=(0, 1))
+def emit_matmul(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
+    x_index = _activation_index(ctx, node)
+    weight = _const_input(ctx, node, 1 - x_index, "weight")
+    layer = _matmul_layer(ctx, node, x_index, weight, None, False)
+    return {x_index: ctx.rule.propagate(ctx.b, layer, relevance[0])}
+
+
+@register("BatchNormalization", kind="affine")
+def emit_batchnorm(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
+    """A BatchNormalization that could not be folded: the affine map y = a x + c per channel."""
+    scale, shift, mean, var = (_const_input(ctx, node, i, "statistics") for i in range(1, 5))
+    a = scale / np.sqrt(var + ctx.attr(node, "epsilon", 1e-5))
+    rank = len(ctx.info.shape(node.input[0]))
+    channel = (1, -1) + (1,) * (rank - 2)
+    b = ctx.b
+
+    def scale_by(inp: str, w: np.ndarray) -> str:
+        return b.op("Mul", [inp, b.const(w.reshape(channel), "bn")])
+
+    bias, output = layer_bias(ctx, node, (shift - mean * a).reshape(channel), rank)
+    layer = LinearLayer(
+        node.input[0],
+        a.astype(np.float32),
+        bias,
+        scale_by,
+        scale_by,
+        output,
+        node.input[0] in ctx.nonnegative,
+    )
+    return {0: ctx.rule.propagate(b, layer, relevance[0])}

@@ -1,0 +1,132 @@
+"""Pooling: average pooling is a linear layer; max pooling is winner-take-all.
+
+Max-pool ties: all relevance of a window goes to its first maximum in row-major order (onnxruntime's
+`Indices` output, the same convention as PyTorch's gradient and zennit).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper
+
+from onnxlrp.errors import UnsupportedModelError
+from onnxlrp.ops import EmitContext, register
+from onnxlrp.ops.linear import conv_geometry, conv_maps
+from onnxlrp.rules import LinearLayer
+
+
+def _scatter_back(ctx: EmitContext, x: str, relevance: str, flat_indices: str) -> str:
+    """Add each relevance value into a zero tensor shaped like x at its flat index."""
+    b = ctx.b
+    minus_one = b.const(np.array([-1], np.int64))
+    shape = b.op("Shape", [x])
+    zeros = b.op("ConstantOfShape", [shape])
+    zeros = b.op("Reshape", [zeros, minus_one])
+    values = b.op("Reshape", [relevance, minus_one])
+    indices = b.op("Reshape", [flat_indices, minus_one])
+    scattered = b.op("ScatterElements", [zeros, indices, values], axis=0, reduction="add")
+    return b.op("Reshape", [scattered, shape])
+
+
+@register("MaxPool", kind="maxpool")
+def emit_maxpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
+    if ctx.attr(node, "storage_order", 0) != 0:
+        raise UnsupportedModelError(f"node '{node.name}' (MaxPool): storage_order=1 is not supported")
+    if len(node.output) < 2 or not node.output[1]:
+        # let the forward MaxPool also return the argmax indices (flat offsets over N*C*H*W)
+        indices = ctx.b.fresh("maxpool_indices")
+        if len(node.output) < 2:
+            node.output.append(indices)
+        else:
+            node.output[1] = indices
+    return {0: _scatter_back(ctx, node.input[0], relevance[0], node.output[1])}
+
+
+@register("GlobalMaxPool", kind="maxpool")
+def emit_global_maxpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
+    b = ctx.b
+    x = node.input[0]
+    shape = ctx.info.shape(x)
+    flat = b.op("Reshape", [x, b.const(np.array([0, shape[1], -1], np.int64))])
+    first_max = b.op("ArgMax", [flat], axis=2, keepdims=1)  # the first maximum of each channel
+    rel = b.op("Reshape", [relevance[0], b.const(np.array([0, shape[1], 1], np.int64))])
+    zeros = b.op("Mul", [flat, b.const(np.float32(0))])
+    scattered = b.op("ScatterElements", [zeros, first_max, rel], axis=2)
+    return {0: b.reshape_like(scattered, x)}
+
+
+def _avgpool_weight(node: onnx.NodeProto, x_shape, pads) -> np.ndarray:
+    """1/divisor of every output window (count_include_pad and ceil_mode included), measured by
+    running the pooling op itself on ones and dividing by the number of in-image taps."""
+    kernel = next(a for a in node.attribute if a.name == "kernel_shape").ints
+    one_channel = (1, 1, *x_shape[2:])
+    pool = helper.make_node(
+        "AveragePool", ["x"], ["avg"], **{a.name: helper.get_attribute_value(a) for a in node.attribute}
+    )
+    count = helper.make_node(
+        "Conv",
+        ["x", "k"],
+        ["count"],
+        pads=pads,
+        **{
+            a.name: helper.get_attribute_value(a)
+            for a in node.attribute
+            if a.name in ("strides", "dilations")
+        },
+    )
+    graph = helper.make_graph(
+        [pool, count],
+        "divisor",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, one_channel)],
+        [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in ("avg", "count")],
+        [onnx.numpy_helper.from_array(np.ones((1, 1, *kernel), np.float32), "k")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    avg, count = session.run(None, {"x": np.ones(one_channel, np.float32)})
+    if avg.shape != count.shape:
+        raise UnsupportedModelError(f"node '{node.name}' (AveragePool): cannot reproduce its windows")
+    return np.where(count > 0, avg / np.maximum(count, 1), 0).astype(np.float32)
+
+
+@register("AveragePool", kind="avgpool")
+def emit_avgpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
+    """z = D * sum over the window (D = 1/divisor per window): a linear layer with weight D."""
+    b = ctx.b
+    x = node.input[0]
+    channels = ctx.info.shape(x)[1]
+    kernel = list(ctx.attr(node, "kernel_shape"))
+    ones = np.ones((channels, 1, *kernel), np.float32)
+    window_sum, window_sum_t = conv_maps(ctx, node, x, node.output[0], kernel, group=channels)
+    pads = conv_geometry(ctx, node, x, node.output[0], kernel)[2]
+    divisor_map = _avgpool_weight(node, ctx.info.shape(x), pads)
+
+    def forward(inp: str, w: np.ndarray) -> str:
+        return b.op("Mul", [window_sum(inp, ones), b.const(w, "pool_w")])
+
+    def transpose(s: str, w: np.ndarray) -> str:
+        return window_sum_t(b.op("Mul", [s, b.const(w, "pool_w")]), ones)
+
+    layer = LinearLayer(x, divisor_map, None, forward, transpose, node.output[0], x in ctx.nonnegative)
+    return {0: ctx.rule.propagate(b, layer, relevance[0])}
+
+
+@register("GlobalAveragePool", kind="avgpool")
+def emit_global_avgpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
+    b = ctx.b
+    x = node.input[0]
+    spatial = ctx.info.shape(x)[2:]
+    axes = b.const(np.arange(2, 2 + len(spatial), dtype=np.int64))
+    weight = np.array(1.0 / float(np.prod(spatial)), np.float32)
+
+    def forward(inp: str, w: np.ndarray) -> str:
+        return b.op("Mul", [b.op("ReduceSum", [inp, axes], keepdims=1), b.const(w)])
+
+    def transpose(s: str, w: np.ndarray) -> str:
+        return b.op("Mul", [s, b.const(w)])  # broadcasts over the window; rules multiply by x-shaped terms
+
+    layer = LinearLayer(x, weight, None, forward, transpose, node.output[0], x in ctx.nonnegative)
+    return {0: ctx.rule.propagate(b, layer, relevance[0])}

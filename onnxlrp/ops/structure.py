@@ -1,0 +1,80 @@
+"""Ops that only move values around: relevance is moved back the same way."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from onnxlrp.errors import UnsupportedModelError
+from onnxlrp.ops import EmitContext, register
+
+
+@register("Flatten", "Reshape", "Squeeze", "Unsqueeze")
+def emit_reshape(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
+    return {0: ctx.b.reshape_like(relevance[0], node.input[0])}
+
+
+@register("Transpose")
+def emit_transpose(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
+    rank = len(ctx.info.shape(node.input[0]))
+    perm = list(ctx.attr(node, "perm", list(reversed(range(rank)))))
+    inverse = [perm.index(i) for i in range(rank)]
+    return {0: ctx.b.op("Transpose", [relevance[0]], perm=inverse)}
+
+
+def _axis(ctx: EmitContext, node: onnx.NodeProto, default: int = 0) -> int:
+    axis = ctx.attr(node, "axis", default)
+    rank = len(ctx.info.shape(node.output[0]))
+    axis = axis + rank if axis < 0 else axis
+    if axis == 0:
+        raise UnsupportedModelError(f"node '{node.name}' ({node.op_type}): joining along the batch axis")
+    return axis
+
+
+@register("Concat", data_inputs=None)
+def emit_concat(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
+    axis = _axis(ctx, node)
+    sizes = np.array([ctx.info.shape(name)[axis] for name in node.input], np.int64)
+    parts = ctx.b.op_multi("Split", [relevance[0], ctx.b.const(sizes)], n_out=len(sizes), axis=axis)
+    return {i: part for i, part in enumerate(parts) if node.input[i] in ctx.info.dynamic}
+
+
+@register("Split")
+def emit_split(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
+    axis = _axis(ctx, node)
+    b = ctx.b
+    parts = []
+    for name, rel in zip(node.output, relevance, strict=True):
+        parts.append(rel if rel is not None else b.op("Mul", [name, b.const(np.float32(0))]))
+    return {0: b.op("Concat", parts, axis=axis)}
+
+
+@register("Pad")
+def emit_pad(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
+    mode = ctx.attr(node, "mode", b"constant")
+    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
+        raise UnsupportedModelError(f"node '{node.name}' (Pad): only mode=constant is supported")
+    in_shape, out_shape = ctx.info.shape(node.input[0]), ctx.info.shape(node.output[0])
+    pads = ctx.info.const(node.input[1]) if len(node.input) > 1 else np.array(ctx.attr(node, "pads"))
+    if pads is None:
+        raise UnsupportedModelError(f"node '{node.name}' (Pad): pads must be constant")
+    rank = len(in_shape)
+    axes = list(range(rank))
+    if len(node.input) > 3 and node.input[3]:
+        axes = [a % rank for a in ctx.info.const(node.input[3]).tolist()]
+    begins = dict(zip(axes, pads[: len(axes)].tolist(), strict=True))
+    starts = [begins.get(a, 0) for a in range(1, rank)]
+    ends = [begins.get(a, 0) + in_shape[a] for a in range(1, rank)]
+    if any(s < 0 for s in starts) or any(e > o for e, o in zip(ends, out_shape[1:], strict=True)):
+        raise UnsupportedModelError(f"node '{node.name}' (Pad): negative pads (cropping) are not supported")
+    b = ctx.b
+    cut = b.op(
+        "Slice",
+        [
+            relevance[0],
+            b.const(np.array(starts, np.int64)),
+            b.const(np.array(ends, np.int64)),
+            b.const(np.arange(1, rank, dtype=np.int64)),
+        ],
+    )
+    return {0: cut}

@@ -1,0 +1,314 @@
+"""LRP rules for linear layers. A rule is a small object; `propagate` writes its relevance nodes.
+
+Every linear operator (Conv, Gemm, MatMul, pooling as a linear map, ...) is wrapped by its emitter
+in a `LinearLayer`: z = forward(x, W) + bias, with `transpose` the adjoint of forward. A rule only
+uses these two maps with element-wise modified weights, so each rule is written once for all ops.
+Formulas: docs/CONVENTIONS.md and the README.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxlrp.builder import GraphBuilder
+
+WeightMap = Callable[[str, np.ndarray], str]
+
+DEFAULT_STABILIZER = 1e-6
+
+
+@dataclass
+class LinearLayer:
+    """A linear layer z = forward(x, weight) + bias, as its emitter sees it."""
+
+    x: str
+    weight: np.ndarray
+    bias: np.ndarray | None
+    forward_map: WeightMap
+    transpose_map: WeightMap
+    output: str | None = None  # the forward graph's z (with the unmodified weight and bias)
+    x_nonnegative: bool = False
+
+    def forward(self, x: str | None, weight: np.ndarray) -> str | None:
+        """forward(x, weight) without bias; None (zero) when x or the weight is zero."""
+        if x is None or not np.any(weight):
+            return None
+        return self.forward_map(x, weight)
+
+    def transpose(self, s: str | None, weight: np.ndarray) -> str | None:
+        if s is None or not np.any(weight):
+            return None
+        return self.transpose_map(s, weight)
+
+
+def _bias_const(b: GraphBuilder, bias: np.ndarray | None) -> str | None:
+    if bias is None or not np.any(bias):
+        return None
+    return b.const(bias.astype(np.float32), "bias")
+
+
+def _pos(a: np.ndarray) -> np.ndarray:
+    return np.maximum(a, 0).astype(np.float32)
+
+
+def _neg(a: np.ndarray) -> np.ndarray:
+    return np.minimum(a, 0).astype(np.float32)
+
+
+def _parts(b: GraphBuilder, layer: LinearLayer) -> tuple[str, str | None]:
+    """x+ and x- (None when x is known to be non-negative)."""
+    if layer.x_nonnegative:
+        return layer.x, None
+    return b.positive_part(layer.x), b.negative_part(layer.x)
+
+
+class Rule:
+    """Base class: `propagate(b, layer, R)` returns the name of the input relevance."""
+
+    name = "rule"
+
+    def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({params})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def __hash__(self) -> int:
+        return hash((type(self), tuple(sorted(vars(self).items(), key=str))))
+
+
+class Epsilon(Rule):
+    """R_x = x * T_W(R / (z + eps * sign0(z))), z = xW + b."""
+
+    name = "epsilon"
+
+    def __init__(self, epsilon: float = 1.0) -> None:
+        if epsilon < 0:
+            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+        self.epsilon = float(epsilon)
+
+    def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
+        z = layer.output
+        if z is None:
+            z = b.add(layer.forward(layer.x, layer.weight), _bias_const(b, layer.bias))
+        s = b.div(relevance, b.stabilize(z, self.epsilon, like=relevance))
+        return b.mul(layer.x, layer.transpose(s, layer.weight)) or b.mul(layer.x, b.const(np.float32(0)))
+
+
+class LRP0(Epsilon):
+    """LRP-0 ("simple"): epsilon with eps = 1e-16, as in the LRP toolbox."""
+
+    name = "lrp0"
+
+    def __init__(self) -> None:
+        super().__init__(1e-16)
+
+
+class AlphaBeta(Rule):
+    """alpha * (positive contributions) - beta * (negative contributions), alpha - beta = 1."""
+
+    name = "alphabeta"
+
+    def __init__(self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = DEFAULT_STABILIZER) -> None:
+        if alpha < 0 or beta < 0 or abs(alpha - beta - 1) > 1e-9:
+            raise ValueError(f"alpha-beta needs alpha, beta >= 0 and alpha - beta = 1; got {alpha}, {beta}")
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.stabilizer = float(stabilizer)
+
+    def _share(self, b, layer, relevance, xp, xn, w_for_xp, w_for_xn, bias) -> str | None:
+        """xp * T_a(s) + xn * T_b(s), s = R / stab(xp a + xn b + bias)."""
+        z = b.total([layer.forward(xp, w_for_xp), layer.forward(xn, w_for_xn), _bias_const(b, bias)])
+        s = b.div(relevance, b.stabilize(z, self.stabilizer, like=relevance))
+        return b.add(b.mul(xp, layer.transpose(s, w_for_xp)), b.mul(xn, layer.transpose(s, w_for_xn)))
+
+    def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
+        xp, xn = _parts(b, layer)
+        wp, wn = _pos(layer.weight), _neg(layer.weight)
+        bias = layer.bias if layer.bias is not None else np.zeros(1, np.float32)
+        positive = self._share(b, layer, relevance, xp, xn, wp, wn, _pos(bias))
+        result = b.scale(positive, self.alpha)
+        if self.beta:
+            negative = self._share(b, layer, relevance, xp, xn, wn, wp, _neg(bias))
+            result = b.sub(result, b.scale(negative, self.beta))
+        return result if result is not None else b.mul(layer.x, b.const(np.float32(0)))
+
+
+class ZPlus(AlphaBeta):
+    """z+ : alpha-beta with alpha = 1, beta = 0."""
+
+    name = "zplus"
+
+    def __init__(self, stabilizer: float = DEFAULT_STABILIZER) -> None:
+        super().__init__(1.0, 0.0, stabilizer)
+
+
+class Gamma(Rule):
+    """zennit's generalised gamma rule: favour positive contributions by gamma."""
+
+    name = "gamma"
+
+    def __init__(self, gamma: float = 0.25, stabilizer: float = DEFAULT_STABILIZER) -> None:
+        if gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        self.gamma = float(gamma)
+        self.stabilizer = float(stabilizer)
+
+    def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
+        g = self.gamma
+        w, bias = layer.weight, layer.bias if layer.bias is not None else np.zeros(1, np.float32)
+        w_up, w_down = (w + g * _pos(w)).astype(np.float32), (w + g * _neg(w)).astype(np.float32)
+        b_up, b_down = (bias + g * _pos(bias)).astype(np.float32), (bias + g * _neg(bias)).astype(np.float32)
+        xp, xn = _parts(b, layer)
+        z = layer.output or b.add(layer.forward(layer.x, w), _bias_const(b, layer.bias))
+        zero = b.const(np.float32(0))
+        result = None
+        # outputs with z > 0 use (W + g W+) on x+ and (W + g W-) on x-; z < 0 the other way round
+        for mask_op, w_xp, w_xn, b_term in (("Greater", w_up, w_down, b_up), ("Less", w_down, w_up, b_down)):
+            mask = b.op("Cast", [b.op(mask_op, [z, zero])], to=1)
+            denominator = b.total([layer.forward(xp, w_xp), layer.forward(xn, w_xn), _bias_const(b, b_term)])
+            s = b.div(b.mul(relevance, mask), b.stabilize(denominator, self.stabilizer, like=relevance))
+            result = b.total(
+                [result, b.mul(xp, layer.transpose(s, w_xp)), b.mul(xn, layer.transpose(s, w_xn))]
+            )
+        return result
+
+
+class WSquare(Rule):
+    """w^2: R_x = T_{W^2}(R / stab(1 W^2 + b^2)); the input values are ignored."""
+
+    name = "wsquare"
+
+    def __init__(self, stabilizer: float = DEFAULT_STABILIZER, bias: bool = True) -> None:
+        self.stabilizer = float(stabilizer)
+        self.bias = bias
+
+    def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
+        w2 = np.square(layer.weight).astype(np.float32)
+        ones = b.ones_like(layer.x)
+        bias = np.square(layer.bias) if self.bias and layer.bias is not None else None
+        z = b.add(layer.forward(ones, w2), _bias_const(b, bias))
+        s = b.div(relevance, b.stabilize(z, self.stabilizer, like=relevance))
+        return b.mul(ones, layer.transpose(s, w2))
+
+
+class Flat(Rule):
+    """flat: all weights 1, inputs ignored, no bias: relevance spread evenly over each window."""
+
+    name = "flat"
+
+    def __init__(self, stabilizer: float = DEFAULT_STABILIZER) -> None:
+        self.stabilizer = float(stabilizer)
+
+    def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
+        w1 = np.ones_like(layer.weight, dtype=np.float32)
+        ones = b.ones_like(layer.x)
+        z = layer.forward(ones, w1)
+        s = b.div(relevance, b.stabilize(z, self.stabilizer, like=relevance))
+        return b.mul(ones, layer.transpose(s, w1))
+
+
+class ZBox(Rule):
+    """z^B (box) rule for inputs bounded by [low, high] (scalars or arrays broadcasting to the input)."""
+
+    name = "zbox"
+
+    def __init__(
+        self,
+        low: float | np.ndarray = -1.0,
+        high: float | np.ndarray = 1.0,
+        stabilizer: float = DEFAULT_STABILIZER,
+    ) -> None:
+        self.low = np.asarray(low, np.float32)
+        self.high = np.asarray(high, np.float32)
+        if np.any(self.low > self.high):
+            raise ValueError("zbox needs low <= high")
+        self.stabilizer = float(stabilizer)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(self) is type(other)
+            and np.array_equal(self.low, other.low)
+            and np.array_equal(self.high, other.high)
+            and self.stabilizer == other.stabilizer
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.low.tobytes(), self.high.tobytes(), self.stabilizer))
+
+    def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
+        w, wp, wn = layer.weight.astype(np.float32), _pos(layer.weight), _neg(layer.weight)
+        ones = b.ones_like(layer.x)
+        low = b.mul(ones, b.const(self.low, "low"))
+        high = b.mul(ones, b.const(self.high, "high"))
+        z = b.total([layer.forward(layer.x, w)])
+        z = b.sub(b.sub(z, layer.forward(low, wp)), layer.forward(high, wn))
+        s = b.div(relevance, b.stabilize(z, self.stabilizer, like=relevance))
+        return b.total(
+            [
+                b.mul(layer.x, layer.transpose(s, w)),
+                b.op("Neg", [b.mul(low, layer.transpose(s, wp))]) if np.any(wp) else None,
+                b.op("Neg", [b.mul(high, layer.transpose(s, wn))]) if np.any(wn) else None,
+            ]
+        )
+
+
+RULES: dict[str, type[Rule]] = {
+    "epsilon": Epsilon,
+    "eps": Epsilon,
+    "lrp0": LRP0,
+    "simple": LRP0,
+    "zero": LRP0,
+    "gamma": Gamma,
+    "alphabeta": AlphaBeta,
+    "alpha-beta": AlphaBeta,
+    "zplus": ZPlus,
+    "z+": ZPlus,
+    "wsquare": WSquare,
+    "w2": WSquare,
+    "w^2": WSquare,
+    "flat": Flat,
+    "zbox": ZBox,
+    "zb": ZBox,
+    "box": ZBox,
+}
+
+
+def make_rule(
+    name: str | Rule,
+    *,
+    epsilon: float | None = None,
+    alpha: float | None = None,
+    beta: float | None = None,
+    gamma: float | None = None,
+    low=None,
+    high=None,
+    stabilizer: float | None = None,
+) -> Rule:
+    """A rule from its name and the hyper-parameters that apply to it."""
+    if isinstance(name, Rule):
+        return name
+    key = name.lower()
+    if key not in RULES:
+        raise ValueError(f"unknown rule '{name}'; known: {', '.join(sorted(set(RULES)))}")
+    cls = RULES[key]
+    stab = {} if stabilizer is None else {"stabilizer": stabilizer}
+    if cls is Epsilon:
+        return Epsilon(1.0 if epsilon is None else epsilon)
+    if cls is LRP0:
+        return LRP0()
+    if cls is Gamma:
+        return Gamma(0.25 if gamma is None else gamma, **stab)
+    if cls is AlphaBeta:
+        a = 2.0 if alpha is None else alpha
+        return AlphaBeta(a, a - 1.0 if beta is None else beta, **stab)
+    if cls is ZBox:
+        return ZBox(-1.0 if low is None else low, 1.0 if high is None else high, **stab)
+    return cls(**stab)

@@ -1,0 +1,63 @@
+"""Running relevance graphs with onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnxlrp.compiler import RELEVANCE_SEED, TARGET, compile
+from onnxlrp.errors import OnnxLrpError
+from onnxlrp.loading import ModelLike, load_model
+
+
+class RelevanceSession:
+    """An onnxruntime session over a compiled relevance graph.
+
+    `run(x, target=None, relevance_seed=None)` returns a dict of every output by name:
+    "relevance", the model's own outputs, and "relevance:<tensor>" for exposed tensors.
+    """
+
+    def __init__(
+        self, model: ModelLike, providers: list[str] | None = None, options: ort.SessionOptions | None = None
+    ) -> None:
+        proto = load_model(model)
+        self.model = proto
+        if options is None:
+            options = ort.SessionOptions()
+            options.log_severity_level = 3  # the optional `target` input is an overridable initializer
+        self.session = ort.InferenceSession(
+            proto.SerializeToString(), options, providers=providers or ["CPUExecutionProvider"]
+        )
+        names = {i.name for i in self.session.get_inputs()}
+        self.input_name = next(
+            i.name for i in self.session.get_inputs() if i.name not in (TARGET, RELEVANCE_SEED)
+        )
+        self.takes_target = TARGET in names or any(init.name == TARGET for init in proto.graph.initializer)
+        self.takes_seed = RELEVANCE_SEED in names
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(
+        self, x: np.ndarray, target=None, relevance_seed: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        feed = {self.input_name: x}
+        if target is not None:
+            if not self.takes_target:
+                raise OnnxLrpError("this relevance graph was compiled with start=...; it takes no target")
+            target = np.broadcast_to(np.asarray(target, np.int64).reshape(-1), (x.shape[0],)).copy()
+            feed[TARGET] = target
+        if self.takes_seed:
+            if relevance_seed is None:
+                raise OnnxLrpError("this relevance graph starts at an inner tensor: pass relevance_seed")
+            feed[RELEVANCE_SEED] = np.ascontiguousarray(relevance_seed, dtype=np.float32)
+        values = self.session.run(self.output_names, feed)
+        return dict(zip(self.output_names, values, strict=True))
+
+
+def explain(
+    model: ModelLike | onnx.ModelProto, x: np.ndarray, target=None, providers=None, **compile_options
+) -> np.ndarray:
+    """Compile `model` and return the input relevance for `x` in one call."""
+    session = RelevanceSession(compile(model, **compile_options), providers=providers)
+    return session.run(x, target=target)["relevance"]
