@@ -76,7 +76,7 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
-def _logits(info: GraphInfo, output: str | None) -> str:
+def explained_tensor(info: GraphInfo, output: str | None) -> str:
     """The tensor explained: the chosen output, or the input of a trailing Softmax/LogSoftmax."""
     outputs = [o.name for o in info.model.graph.output]
     name = output or outputs[0]
@@ -124,8 +124,8 @@ def _nonnegative(info: GraphInfo) -> set[str]:
     return known
 
 
-def _relevance_path(info: GraphInfo, start: str) -> list[onnx.NodeProto]:
-    """Nodes relevance flows through, last first; refuses unsupported ops, listing every one."""
+def relevance_path(info: GraphInfo, start: str) -> tuple[list[onnx.NodeProto], list[onnx.NodeProto]]:
+    """(nodes relevance flows through, last first; those among them with no registered emitter)."""
     carrying, path, unsupported = {start}, [], []
     for node in reversed(info.nodes):
         if not any(name in carrying for name in node.output):
@@ -138,21 +138,24 @@ def _relevance_path(info: GraphInfo, start: str) -> list[onnx.NodeProto]:
             unsupported.append(node)
         path.append(node)
         carrying.update(node.input[i] for i in inputs)
-    if unsupported:
-        listed = "\n".join(f"  - node '{n.name}': op {n.op_type}" for n in reversed(unsupported))
-        raise UnsupportedModelError(
-            f"{len(unsupported)} node(s) use operators onnxlrp cannot propagate relevance through:\n"
-            f"{listed}\n"
-            f"Supported operators: {', '.join(sorted(REGISTRY))}"
-        )
     if info.input_name not in carrying:
         raise UnsupportedModelError(
             f"tensor '{start}' does not depend on the model input '{info.input_name}'"
         )
-    return path
+    return path, list(reversed(unsupported))
 
 
-def _first_layers(info: GraphInfo) -> set[str]:
+def refuse_unsupported(unsupported: list[onnx.NodeProto]) -> None:
+    """Raise one error that lists every unsupported node and the supported operators."""
+    if unsupported:
+        listed = "\n".join(f"  - node '{n.name}': op {n.op_type}" for n in unsupported)
+        raise UnsupportedModelError(
+            f"{len(unsupported)} node(s) use operators onnxlrp cannot propagate relevance through:\n"
+            f"{listed}\nSupported operators: {', '.join(sorted(REGISTRY))}"
+        )
+
+
+def first_layers(info: GraphInfo) -> set[str]:
     """Linear layers reached from the model input without passing another linear layer."""
     first, frontier, visited = set(), [info.input_name], set()
     while frontier:
@@ -218,10 +221,11 @@ def compile(
             f"the model already uses one of the names {TARGET}, {RELEVANCE}, {RELEVANCE_SEED}"
         )
     info = analyse(model)
-    explained = start or _logits(info, output)
+    explained = start or explained_tensor(info, output)
     if start is not None and start not in info.shapes:
         raise UnsupportedModelError(f"start tensor '{start}' is not a tensor of the model")
-    path = _relevance_path(info, explained)
+    path, unsupported = relevance_path(info, explained)
+    refuse_unsupported(unsupported)
     layers = {
         n.name: (n.op_type, spec_for(n.op_type).kind)
         for n in path
@@ -238,7 +242,7 @@ def compile(
     }
     rules = assign_rules(
         layers,
-        _first_layers(info),
+        first_layers(info),
         rule=rule,
         composite=composite,
         first_rule=first_rule,

@@ -43,13 +43,19 @@ def _parse(data: bytes, where: str) -> onnx.ModelProto:
     return proto
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike, force: bool = False) -> Path:
-    """Write ``model`` to ``path`` atomically; refuse to overwrite an existing file unless ``force``."""
+def ensure_writable(path: str | os.PathLike, force: bool = False) -> Path:
+    """Refuse early when `path` exists (without force) or its folder is missing."""
     path = Path(path)
     if path.exists() and not force:
         raise OutputExistsError(f"{path}: exists; pass --force (force=True) to overwrite it")
     if not path.parent.exists():
         raise OutputExistsError(f"{path.parent}: the output folder does not exist")
+    return path
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike, force: bool = False) -> Path:
+    """Write ``model`` to ``path`` atomically; refuse to overwrite an existing file unless ``force``."""
+    path = ensure_writable(path, force)
     data = model.SerializeToString()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -65,6 +65,12 @@ def _parts(b: GraphBuilder, layer: LinearLayer) -> tuple[str, str | None]:
     return b.positive_part(layer.x), b.negative_part(layer.x)
 
 
+def _compact(value) -> str:
+    if isinstance(value, np.ndarray):
+        value = value.item() if value.size == 1 else value.tolist()
+    return f"{value:g}" if isinstance(value, float) else repr(value)
+
+
 class Rule:
     """Base class: `propagate(b, layer, R)` returns the name of the input relevance."""
 
@@ -74,8 +80,8 @@ class Rule:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({params})"
+        params = ", ".join(f"{k}={_compact(v)}" for k, v in vars(self).items() if k != "stabilizer")
+        return f"{self.name}({params})"
 
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and vars(self) == vars(other)
@@ -312,3 +318,17 @@ def make_rule(
     if cls is ZBox:
         return ZBox(-1.0 if low is None else low, 1.0 if high is None else high, **stab)
     return cls(**stab)
+
+
+def parse_rule(spec: str) -> Rule:
+    """A rule from a compact spec: "epsilon:0.25", "alphabeta:3,2", "gamma:0.5", "zbox:-1,1", "flat"."""
+    name, _, args = spec.partition(":")
+    values = [float(v) for v in args.split(",")] if args else []
+    key = name.lower()
+    arity = {Epsilon: ("epsilon",), AlphaBeta: ("alpha", "beta"), Gamma: ("gamma",), ZBox: ("low", "high")}
+    names = arity.get(RULES.get(key), ())
+    if len(values) > len(names):
+        raise ValueError(
+            f"rule spec '{spec}': {name} takes at most {len(names)} parameter(s) ({', '.join(names)})"
+        )
+    return make_rule(key, **dict(zip(names, values, strict=False)))
