@@ -1,0 +1,514 @@
+"""Import the LRP toolbox's plain-text model format into ONNX.
+
+The LRP toolbox (Lapuschkin et al., the seed paper's numpy tool) stores a ``Sequential`` network as
+blocks of whitespace-separated lines::
+
+    Linear m n                  # then one line of m*n weights (row-major W, shape (m, n))
+                                # and one line of n biases; y = x @ W + b
+    Convolution h w d n s0 s1   # then h*w*d*n weights (W of shape (h, w, d, n): NHWC filters)
+                                # and n biases; stride (s0, s1); no padding
+    SumPool h w s0 s1           # window sum times 1/sqrt(h*w); no padding
+    MaxPool h w s0 s1
+    Rect | Tanh | SoftMax | Flatten   # alone on a line
+
+Inputs are NHWC (the toolbox's layout). The ONNX model this module writes has
+
+- input ``input``: ``[N, H, W, D]`` (NHWC, dynamic ``N``) when the network starts with a spatial layer or
+  an input shape is given, else ``[N, m]`` for an MLP whose first layer is ``Linear m n``;
+- a ``Transpose`` to NCHW, then ``Conv`` / ``MaxPool`` / ``Gemm`` / ``Relu`` / ``Tanh`` nodes;
+- ``Flatten`` (and a ``Linear`` that reads a spatial tensor, which is flattened implicitly) first
+  transposes back to NHWC, so the flattened order is the toolbox's;
+- output ``logits``: the last layer before ``SoftMax`` (in NHWC if it is still spatial); when the file
+  ends in ``SoftMax`` a second output ``probabilities`` = ``Softmax(logits)`` over the last axis.
+  ``logits`` is the first output, so ``onnxlrp.compile`` explains it by default.
+
+``SumPool`` becomes a depthwise ``Conv`` with a kernel of ones (the *unscaled* window sum, a linear layer
+the compiler explains with the active rule) followed by ``Mul`` by the constant ``1/sqrt(h*w)`` (relevance
+passes through a Mul by a constant). The toolbox's LRP treats the layer exactly so: its rules divide by
+the unscaled window sum. Hence the imported model gets the toolbox's relevance under simple (lrp0),
+epsilon and alpha-beta. Known differences from the toolbox: under its ``flat`` and ``w^2`` rules the
+toolbox spreads a MaxPool output's relevance uniformly over the window (onnxlrp: winner-take-all), and
+its ``w^2`` rule has no bias term (onnxlrp's wsquare adds bias^2 to the denominator, as zennit).
+
+This module uses numpy and onnx only (no torch): it backs ``onnxlrp convert lrp-toolbox``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxlrp.errors import ModelLoadError, OutputExistsError
+
+__all__ = [
+    "IR_VERSION",
+    "OPSET",
+    "ToolboxFormatError",
+    "ToolboxLayer",
+    "convert_file",
+    "infer_input_shape",
+    "load_toolbox_model",
+    "parse_toolbox_text",
+    "save_model_atomic",
+    "toolbox_to_onnx",
+]
+
+IR_VERSION = 10
+OPSET = 17
+
+# layer name -> number of integer parameters on its header line
+_HEADER_ARGS = {
+    "Linear": 2,
+    "Convolution": 6,
+    "SumPool": 4,
+    "MaxPool": 4,
+    "Rect": 0,
+    "Tanh": 0,
+    "SoftMax": 0,
+    "Flatten": 0,
+}
+
+
+class ToolboxFormatError(ModelLoadError):
+    """A toolbox text model is malformed (the message names the file and line) or cannot be imported."""
+
+
+@dataclass
+class ToolboxLayer:
+    """One layer of a toolbox model: ``kind`` is the toolbox class name, ``params`` the header integers.
+
+    ``W``/``B`` are float32 arrays for Linear (W (m, n), B (n,)) and Convolution (W (h, w, d, n), B (n,)).
+    ``line`` is the 1-based line number of the header, for error messages.
+    """
+
+    kind: str
+    params: tuple[int, ...] = ()
+    W: np.ndarray | None = None
+    B: np.ndarray | None = None
+    line: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------------
+# parsing
+
+
+def _where(source: str, lineno: int) -> str:
+    return f"{source}: line {lineno}" if source else f"line {lineno}"
+
+
+def parse_toolbox_text(text: str, source: str = "") -> list[ToolboxLayer]:
+    """Parse the toolbox's plain-text format into layers; raise ToolboxFormatError naming the line."""
+    lines = text.splitlines()
+    # (line number, tokens) of the non-blank lines
+    rows = [(i + 1, ln.split()) for i, ln in enumerate(lines) if ln.strip()]
+    layers: list[ToolboxLayer] = []
+    k = 0
+
+    def numbers(kind: str, header_line: int, what: str, count: int) -> np.ndarray:
+        nonlocal k
+        if k >= len(rows):
+            raise ToolboxFormatError(
+                f"{_where(source, header_line)}: {kind} expects a line of {count} {what} after its header,"
+                " but the file ends"
+            )
+        lineno, tokens = rows[k]
+        if tokens[0] in _HEADER_ARGS:
+            raise ToolboxFormatError(
+                f"{_where(source, lineno)}: expected a line of {count} {what} for the {kind} layer of line "
+                f"{header_line}, found the layer header {tokens[0]!r}"
+            )
+        try:
+            values = np.array([float(t) for t in tokens], dtype=np.float64)
+        except ValueError as error:
+            raise ToolboxFormatError(
+                f"{_where(source, lineno)}: {what} of the {kind} layer of line {header_line}: {error}"
+            ) from None
+        if values.size != count:
+            raise ToolboxFormatError(
+                f"{_where(source, lineno)}: the {kind} layer of line {header_line} expects {count} {what}, "
+                f"found {values.size}"
+            )
+        if not np.all(np.isfinite(values)):
+            raise ToolboxFormatError(f"{_where(source, lineno)}: {what} contain inf or nan")
+        k += 1
+        return values
+
+    while k < len(rows):
+        lineno, tokens = rows[k]
+        kind = tokens[0]
+        if kind not in _HEADER_ARGS:
+            known = ", ".join(_HEADER_ARGS)
+            raise ToolboxFormatError(
+                f"{_where(source, lineno)}: unknown layer type {kind!r} (known: {known})"
+                if not _looks_numeric(kind)
+                else f"{_where(source, lineno)}: unexpected line of numbers; expected a layer header "
+                f"({known}) - does the previous layer's weight count match its header?"
+            )
+        nargs = _HEADER_ARGS[kind]
+        if len(tokens) - 1 != nargs:
+            raise ToolboxFormatError(
+                f"{_where(source, lineno)}: {kind} takes {nargs} integer parameters, found {len(tokens) - 1}"
+            )
+        try:
+            params = tuple(int(t) for t in tokens[1:])
+        except ValueError:
+            raise ToolboxFormatError(
+                f"{_where(source, lineno)}: {kind} parameters must be integers, got {' '.join(tokens[1:])!r}"
+            ) from None
+        if any(p <= 0 for p in params):
+            raise ToolboxFormatError(
+                f"{_where(source, lineno)}: {kind} parameters must be positive, got {params}"
+            )
+        k += 1
+        layer = ToolboxLayer(kind, params, line=lineno)
+        if kind == "Linear":
+            m, n = params
+            layer.W = numbers(kind, lineno, "weights", m * n).reshape(m, n).astype(np.float32)
+            layer.B = numbers(kind, lineno, "biases", n).astype(np.float32)
+        elif kind == "Convolution":
+            h, w, d, n, _, _ = params
+            layer.W = numbers(kind, lineno, "weights", h * w * d * n).reshape(h, w, d, n).astype(np.float32)
+            layer.B = numbers(kind, lineno, "biases", n).astype(np.float32)
+        layers.append(layer)
+    if not layers:
+        raise ToolboxFormatError(f"{source or 'model text'}: no layers found")
+    return layers
+
+
+def _looks_numeric(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def load_toolbox_model(path: str | os.PathLike) -> list[ToolboxLayer]:
+    """Read and parse a toolbox text model file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ToolboxFormatError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ToolboxFormatError(f"{path}: cannot read a text model: {error}") from None
+    return parse_toolbox_text(text, source=str(path))
+
+
+# ----------------------------------------------------------------------------------------------------
+# shapes
+
+
+def _propagate(layers: list[ToolboxLayer], shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Per-layer output shapes (without N): (H, W, D) spatial or (m,) flat. Raises ToolboxFormatError."""
+    shapes = []
+    for layer in layers:
+        kind, p = layer.kind, layer.params
+        if kind == "Linear":
+            m, n = p
+            size = int(np.prod(shape))
+            if size != m:
+                raise ToolboxFormatError(
+                    f"line {layer.line}: Linear {m} {n} reads {m} features, but its input has shape "
+                    f"{_fmt(shape)} ({size} features)"
+                )
+            shape = (n,)
+        elif kind in ("Convolution", "SumPool", "MaxPool"):
+            if len(shape) != 3:
+                raise ToolboxFormatError(
+                    f"line {layer.line}: {kind} needs a spatial (H, W, D) input, got flat shape {_fmt(shape)}"
+                )
+            H, W, D = shape
+            if kind == "Convolution":
+                h, w, d, n, s0, s1 = p
+                if d != D:
+                    raise ToolboxFormatError(
+                        f"line {layer.line}: Convolution filters have depth {d}, "
+                        f"but the input has {D} channels"
+                    )
+            else:
+                h, w, s0, s1 = p
+                n = D
+            if h > H or w > W:
+                raise ToolboxFormatError(
+                    f"line {layer.line}: {kind} window {h}x{w} is larger than its input {H}x{W}"
+                )
+            shape = ((H - h) // s0 + 1, (W - w) // s1 + 1, n)
+        elif kind == "Flatten":
+            shape = (int(np.prod(shape)),)
+        shapes.append(shape)
+    return shapes
+
+
+def _fmt(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def _first_spatial_depth(layers: list[ToolboxLayer]) -> int | None:
+    for layer in layers:
+        if layer.kind == "Convolution":
+            return layer.params[2]
+        if layer.kind == "Linear":
+            return None
+    return None
+
+
+def infer_input_shape(layers: list[ToolboxLayer]) -> tuple[int, ...]:
+    """The input shape without N: (m,) for a Linear-first model, else a square (H, H, D) that fits.
+
+    A square input is inferred only when the network contains a Linear layer that pins the size and
+    exactly one H fits with windows that tile the input exactly; otherwise pass the shape explicitly.
+    """
+    first = next((ly for ly in layers if ly.kind not in ("Rect", "Tanh", "Flatten")), None)
+    if first is None:
+        raise ToolboxFormatError("cannot infer the input shape of a model without Linear/Convolution layers")
+    if first.kind == "Linear":
+        return (first.params[0],)
+    depth = _first_spatial_depth(layers)
+    hint = "; pass the input shape (--input-shape H W D)"
+    if depth is None:
+        raise ToolboxFormatError(f"cannot infer the input depth (the model starts with {first.kind}){hint}")
+    if not any(ly.kind == "Linear" for ly in layers):
+        raise ToolboxFormatError(f"cannot infer the input size of a network without a Linear layer{hint}")
+    fits = []
+    for size in range(1, 1025):
+        try:
+            _propagate(layers, (size, size, depth))
+        except ToolboxFormatError:
+            continue
+        if _tiles_exactly(layers, (size, size, depth)):
+            fits.append(size)
+    if len(fits) != 1:
+        found = "no square input fits" if not fits else f"several square inputs fit ({fits[:5]})"
+        raise ToolboxFormatError(f"cannot infer the input shape: {found}{hint}")
+    return (fits[0], fits[0], depth)
+
+
+def _tiles_exactly(layers: list[ToolboxLayer], shape: tuple[int, ...]) -> bool:
+    for layer in layers:
+        if layer.kind in ("Convolution", "SumPool", "MaxPool") and len(shape) == 3:
+            h, w = layer.params[0], layer.params[1]
+            s0, s1 = layer.params[-2], layer.params[-1]
+            if (shape[0] - h) % s0 or (shape[1] - w) % s1:
+                return False
+        shape = _propagate([layer], shape)[0]
+    return True
+
+
+# ----------------------------------------------------------------------------------------------------
+# ONNX emission
+
+
+def toolbox_to_onnx(
+    layers: list[ToolboxLayer],
+    input_shape: tuple[int, ...] | None = None,
+    graph_name: str = "lrp_toolbox_model",
+) -> onnx.ModelProto:
+    """Build the ONNX model (see the module docstring) and check it with onnx.checker (full_check).
+
+    ``input_shape`` excludes the batch: (H, W, D) NHWC or (m,) flat; inferred when None.
+    """
+    if input_shape is None:
+        input_shape = infer_input_shape(layers)
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) not in (1, 3) or any(s <= 0 for s in input_shape):
+        raise ToolboxFormatError(f"input shape must be (H, W, D) or (m,), got {input_shape}")
+    softmax_at = [i for i, ly in enumerate(layers) if ly.kind == "SoftMax"]
+    if softmax_at and softmax_at != [len(layers) - 1]:
+        ln = layers[softmax_at[0]].line
+        raise ToolboxFormatError(f"line {ln}: SoftMax is supported only as the last layer")
+    body = layers[:-1] if softmax_at else layers
+    if not body:
+        raise ToolboxFormatError("the model has no layers before SoftMax")
+    shapes = _propagate(body, input_shape)
+
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    counter = {"n": 0}
+
+    def fresh(prefix: str) -> str:
+        counter["n"] += 1
+        return f"{prefix}_{counter['n']}"
+
+    def init(name: str, array: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.array(array, order="C"), name))
+        return name
+
+    # current tensor: name, logical toolbox shape (no N), and whether it is held as NCHW in the graph
+    cur = "input"
+    shape = input_shape
+    nchw = False
+    if len(shape) == 3:
+        t = fresh("to_nchw")
+        nodes.append(helper.make_node("Transpose", [cur], [t], name=t, perm=[0, 3, 1, 2]))
+        cur, nchw = t, True
+
+    def to_flat() -> None:
+        nonlocal cur, nchw
+        if len(shape) == 3:
+            t = fresh("to_nhwc")
+            nodes.append(helper.make_node("Transpose", [cur], [t], name=t, perm=[0, 2, 3, 1]))
+            f = fresh("flatten")
+            nodes.append(helper.make_node("Flatten", [t], [f], name=f, axis=1))
+            cur, nchw = f, False
+
+    for layer, out_shape in zip(body, shapes, strict=True):
+        kind, p = layer.kind, layer.params
+        i = len(nodes)
+        if kind == "Linear":
+            to_flat()
+            name = fresh("linear")
+            w = init(f"{name}.W", layer.W.astype(np.float32))
+            b = init(f"{name}.B", layer.B.astype(np.float32))
+            nodes.append(helper.make_node("Gemm", [cur, w, b], [name], name=name))
+            cur = name
+        elif kind == "Convolution":
+            h, wd, _, _, s0, s1 = p
+            name = fresh("conv")
+            w = init(f"{name}.W", np.transpose(layer.W, (3, 2, 0, 1)).astype(np.float32))
+            b = init(f"{name}.B", layer.B.astype(np.float32))
+            nodes.append(
+                helper.make_node(
+                    "Conv",
+                    [cur, w, b],
+                    [name],
+                    name=name,
+                    kernel_shape=[h, wd],
+                    strides=[s0, s1],
+                    pads=[0, 0, 0, 0],
+                )
+            )
+            cur = name
+        elif kind == "SumPool":
+            h, wd, s0, s1 = p
+            depth = shape[2]
+            name = fresh("sumpool")
+            w = init(f"{name}.ones", np.ones((depth, 1, h, wd), dtype=np.float32))
+            nodes.append(
+                helper.make_node(
+                    "Conv",
+                    [cur, w],
+                    [name],
+                    name=name,
+                    kernel_shape=[h, wd],
+                    strides=[s0, s1],
+                    pads=[0, 0, 0, 0],
+                    group=depth,
+                )
+            )
+            scaled = fresh("sumpool_scale")
+            c = init(f"{scaled}.factor", np.array(1.0 / math.sqrt(h * wd), dtype=np.float32))
+            nodes.append(helper.make_node("Mul", [name, c], [scaled], name=scaled))
+            cur = scaled
+        elif kind == "MaxPool":
+            h, wd, s0, s1 = p
+            name = fresh("maxpool")
+            nodes.append(
+                helper.make_node(
+                    "MaxPool",
+                    [cur],
+                    [name],
+                    name=name,
+                    kernel_shape=[h, wd],
+                    strides=[s0, s1],
+                    pads=[0, 0, 0, 0],
+                )
+            )
+            cur = name
+        elif kind in ("Rect", "Tanh"):
+            name = fresh("relu" if kind == "Rect" else "tanh")
+            nodes.append(helper.make_node("Relu" if kind == "Rect" else "Tanh", [cur], [name], name=name))
+            cur = name
+        elif kind == "Flatten":
+            to_flat()
+        else:  # pragma: no cover - parse_toolbox_text rejects unknown kinds
+            raise ToolboxFormatError(f"line {layer.line}: unsupported layer {kind}")
+        for node in nodes[i:]:
+            node.doc_string = f"toolbox line {layer.line}: {kind} {' '.join(map(str, p))}".strip()
+        shape = out_shape
+
+    # the output: NHWC if still spatial
+    if len(shape) == 3:
+        t = fresh("to_nhwc")
+        nodes.append(helper.make_node("Transpose", [cur], [t], name=t, perm=[0, 2, 3, 1]))
+        cur = t
+    if nodes and nodes[-1].output[0] == cur:
+        nodes[-1].output[0] = "logits"  # the last node writes the output directly (no Identity)
+    else:
+        nodes.append(helper.make_node("Identity", [cur], ["logits"], name="logits"))
+    out_dims = ["N", *shape]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, out_dims)]
+    if softmax_at:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=-1))
+        outputs.append(helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, out_dims))
+
+    graph = helper.make_graph(
+        nodes,
+        graph_name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *input_shape])],
+        outputs,
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="onnxlrp.converters.lrp_toolbox",
+        doc_string="Imported from an LRP toolbox text model; input NHWC, output 'logits'.",
+    )
+    model.ir_version = IR_VERSION
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as error:  # pragma: no cover - would be a converter bug
+        raise ToolboxFormatError(f"the converted model does not pass onnx.checker: {error}") from None
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------
+# files
+
+
+def save_model_atomic(model: onnx.ModelProto, output: str | os.PathLike, force: bool = False) -> Path:
+    """Write ``model`` to ``output`` through a temporary file in the same folder and os.replace.
+
+    Refuses (OutputExistsError) when ``output`` exists and ``force`` is false.
+    """
+    output = Path(output)
+    if output.exists() and not force:
+        raise OutputExistsError(f"{output} exists; pass --force to overwrite it")
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder}: no such folder for the output")
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(model.SerializeToString())
+        os.replace(tmp, output)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return output
+
+
+def convert_file(
+    model_path: str | os.PathLike,
+    output: str | os.PathLike,
+    input_shape: tuple[int, ...] | None = None,
+    force: bool = False,
+) -> onnx.ModelProto:
+    """Convert a toolbox text model file to an ONNX file (atomically; refuses to overwrite unless force)."""
+    output = Path(output)
+    if output.exists() and not force:
+        raise OutputExistsError(f"{output} exists; pass --force to overwrite it")
+    layers = load_toolbox_model(model_path)
+    model = toolbox_to_onnx(layers, input_shape, graph_name=Path(model_path).stem or "lrp_toolbox_model")
+    save_model_atomic(model, output, force=force)
+    return model
