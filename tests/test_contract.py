@@ -1,0 +1,128 @@
+"""The relevance graph's contract: inputs, outputs, targets, start, expose, dynamic batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import onnxlrp
+from tests import nets
+
+
+@pytest.fixture(scope="module")
+def lenet(tmp_path_factory):
+    torch.manual_seed(0)
+    module = nets.paper_mnist().eval()
+    path = tmp_path_factory.mktemp("lenet") / "lenet.onnx"
+    nets.export(module, (1, 32, 32), path)
+    return module, path
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return np.random.default_rng(1).uniform(-1, 1, (5, 1, 32, 32)).astype(np.float32)
+
+
+def test_graph_interface(lenet):
+    model = onnxlrp.compile(lenet[1], rule="epsilon", expose=["/0/Conv_output_0"])
+    onnx.checker.check_model(model, full_check=True)
+    assert model.ir_version <= 10
+    assert all(o.version <= 21 for o in model.opset_import)
+    assert [i.name for i in model.graph.input] == ["input", "target"]
+    assert [o.name for o in model.graph.output] == ["relevance", "logits", "relevance:/0/Conv_output_0"]
+    assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
+
+
+def test_default_target_is_argmax(lenet, batch):
+    session = onnxlrp.RelevanceSession(onnxlrp.compile(lenet[1], rule="epsilon"))
+    default = session.run(batch)
+    predicted = default["logits"].argmax(1)
+    explicit = session.run(batch, target=predicted)
+    minus_one = session.run(batch, target=np.full(len(batch), -1))
+    np.testing.assert_array_equal(default["relevance"], explicit["relevance"])
+    np.testing.assert_array_equal(default["relevance"], minus_one["relevance"])
+
+
+def test_counterfactual_and_mixed_targets(lenet, batch):
+    session = onnxlrp.RelevanceSession(onnxlrp.compile(lenet[1], rule="lrp0"))
+    logits = session.run(batch)["logits"]
+    mixed = np.array([3, 5, -1, 0, 9])
+    out = session.run(batch, target=mixed)
+    for i, target in enumerate(mixed):
+        single = session.run(batch[i : i + 1], target=[target])["relevance"][0]
+        np.testing.assert_allclose(out["relevance"][i], single, rtol=1e-5, atol=1e-7)
+    wanted = np.where(mixed < 0, logits.argmax(1), mixed)
+    # a virtual class gets relevance of its own: different maps for different targets
+    assert not np.allclose(out["relevance"][0], session.run(batch[:1], target=[5])["relevance"][0])
+    assert (wanted == out["logits"].argmax(1)).sum() >= 1
+
+
+def test_onehot_seed_scales_by_logit(lenet, batch):
+    by_logit = onnxlrp.RelevanceSession(onnxlrp.compile(lenet[1], rule="lrp0", seed="logit")).run(
+        batch, target=2
+    )
+    unit = onnxlrp.RelevanceSession(onnxlrp.compile(lenet[1], rule="lrp0", seed="onehot")).run(
+        batch, target=2
+    )
+    scale = by_logit["logits"][:, 2]
+    # LRP-0 is linear in the seed
+    np.testing.assert_allclose(
+        by_logit["relevance"], unit["relevance"] * scale[:, None, None, None], rtol=1e-4, atol=1e-7
+    )
+
+
+def test_batch_1_and_64_from_one_graph(lenet):
+    session = onnxlrp.RelevanceSession(onnxlrp.compile(lenet[1], composite="epsilon-plus"))
+    x = np.random.default_rng(2).uniform(-1, 1, (64, 1, 32, 32)).astype(np.float32)
+    big = session.run(x)["relevance"]
+    for i in (0, 17, 63):
+        np.testing.assert_allclose(session.run(x[i : i + 1])["relevance"][0], big[i], rtol=1e-5, atol=1e-7)
+
+
+def test_start_at_inner_neuron_matches_gradient(tmp_path):
+    """Relevance 1 at one neuron of an inner layer: with LRP-0 on a bias-free ReLU net,
+    R_x = x * d(a_j)/dx / a_j (torch autograd)."""
+    torch.manual_seed(3)
+    module = nets.paper_mnist(bias=False).eval()
+    path = tmp_path / "lenet_nobias.onnx"
+    nets.export(module, (1, 32, 32), path)
+    inner = "/4/Relu_output_0"  # second conv's ReLU: [N, 25, 10, 10]
+    model = onnxlrp.compile(path, rule="lrp0", start=inner)
+    assert [o.name for o in model.graph.output] == ["relevance", inner]
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    session = onnxlrp.RelevanceSession(model)
+    activation = module[:5](x).detach().numpy()
+    j = np.unravel_index(np.argmax(activation[0]), activation.shape[1:])
+    seed = np.zeros_like(activation)
+    seed[(slice(None), *j)] = 1.0
+    out = session.run(x.numpy(), relevance_seed=seed)
+    np.testing.assert_allclose(out[inner], activation, rtol=1e-5, atol=1e-6)
+    xg = x.clone().requires_grad_()
+    module[:5](xg)[(slice(None), *j)].sum().backward()
+    for i in range(2):
+        a = activation[(i, *j)]
+        if a > 1e-3:
+            expected = (xg.grad[i] * x[i]).numpy() / a
+            np.testing.assert_allclose(out["relevance"][i], expected, rtol=1e-4, atol=1e-6)
+            assert abs(out["relevance"][i].sum() - 1.0) < 1e-4
+
+
+def test_expose_all_is_conserved_without_bias(tmp_path):
+    torch.manual_seed(4)
+    path = tmp_path / "nobias.onnx"
+    nets.export(nets.paper_mnist(bias=False).eval(), (1, 32, 32), path)
+    model = onnxlrp.compile(path, rule="epsilon", epsilon=1e-9, expose=["all"])
+    exposed = [o.name for o in model.graph.output if o.name.startswith("relevance:")]
+    assert len(exposed) == 11  # every tensor on the path but the input: 3 x (conv, relu, pool), conv, flatten
+    x = np.random.default_rng(5).uniform(-1, 1, (3, 1, 32, 32)).astype(np.float32)
+    out = onnxlrp.RelevanceSession(model).run(x)
+    total = out["logits"].max(1)
+    for name in [*exposed, "relevance"]:
+        np.testing.assert_allclose(out[name].reshape(3, -1).sum(1), total, rtol=1e-4, err_msg=name)
+
+
+def test_expose_unknown_tensor_is_refused(lenet):
+    with pytest.raises(onnxlrp.UnsupportedModelError, match="no relevance reaches"):
+        onnxlrp.compile(lenet[1], expose=["nope"])
