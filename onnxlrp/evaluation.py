@@ -48,6 +48,7 @@ __all__ = [
     "evaluate",
     "finite_difference_check",
     "load_dataset",
+    "method_region_scores",
     "onnx_forward",
     "parse_method",
     "perturbation_curve",
@@ -106,9 +107,12 @@ def region_relevance(relevance: np.ndarray, region: int) -> np.ndarray:
 def region_order(relevance: np.ndarray, region: int, order: str = "morf") -> np.ndarray:
     """Region indices in perturbation order, [N, R]: most relevant first ("morf") or least ("lerf").
 
+    ``relevance``: heatmaps [N, C, H, W], or region scores [N, R] already summed (``region_relevance``).
+
     Ties are broken by region index (stable sort), so the order is deterministic.
     """
-    scores = region_relevance(relevance, region)
+    relevance = np.asarray(relevance)
+    scores = relevance.astype(np.float64) if relevance.ndim == 2 else region_relevance(relevance, region)
     if order == "morf":
         return np.argsort(-scores, axis=1, kind="stable")
     if order == "lerf":
@@ -197,7 +201,8 @@ def perturbation_curve(
     """Target logit after 0..L region perturbations: returns curves [N, L+1] (float64).
 
     forward_fn: batched function [B, C, H, W] -> logits [B, classes] (B up to ``batch_size``).
-    relevance: [N, C, H, W] heatmaps, summed over each region and all channels to order regions.
+    relevance: [N, C, H, W] heatmaps, summed over each region and all channels to order regions
+      (or those sums, [N, R], as ``region_relevance`` gives them).
     targets: [N] class whose logit is tracked (the predicted class of the clean image, usually).
     steps: L, one region per step (default: every region, L = number of regions).
     perturbation: "uniform" (noise over ``value_range``, per channel; default: the per-channel
@@ -209,13 +214,16 @@ def perturbation_curve(
     if x.ndim != 4:
         raise ValueError(f"x must be [N, C, H, W], got shape {x.shape}")
     relevance = np.asarray(relevance)
-    if relevance.shape != x.shape:
-        raise ValueError(f"relevance shape {relevance.shape} differs from x shape {x.shape}")
     targets = np.asarray(targets, dtype=np.int64).reshape(-1)
     n, c, h, w = x.shape
     if len(targets) != n:
         raise ValueError(f"{len(targets)} targets for {n} images")
     ids, n_regions = region_map(h, w, region)
+    if relevance.shape != x.shape and relevance.shape != (n, n_regions):
+        raise ValueError(
+            f"relevance shape {relevance.shape} is neither x's shape {x.shape} nor region scores "
+            f"{(n, n_regions)}"
+        )
     if steps is None:
         steps = n_regions
     if not 0 <= steps <= n_regions:
@@ -678,6 +686,57 @@ class EvaluationResult:
         return rows
 
 
+def method_region_scores(
+    model,
+    x: np.ndarray,
+    targets: np.ndarray,
+    methods: Iterable[str | Method],
+    region: int = 4,
+    batch_size: int = 256,
+    seed: int = 0,
+    low=None,
+    high=None,
+    progress: bool = False,
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Region scores [N, R] (relevance summed per region and over channels) of each method.
+
+    Methods with the same relevance (gradxinput and lrp0) share one computation and one array.
+    Non-finite relevance is set to 0 (with a note). Returns (label -> scores, notes).
+    """
+    parsed = [m if isinstance(m, Method) else parse_method(m) for m in methods]
+    seen: set[str] = set()
+    parsed = [m for m in parsed if not (m.label in seen or seen.add(m.label))]
+    notes: list[str] = []
+    cache: dict[tuple, np.ndarray] = {}
+    scores: dict[str, np.ndarray] = {}
+    for method in parsed:
+        key = (method.kind, tuple(sorted(method.kwargs.items())))
+        if method.kind == "gradxinput":
+            key = ("lrp", (("rule", "lrp0"),))
+            bad = gradient_x_input_ok(model)
+            if bad:
+                msg = (
+                    f"gradxinput is LRP-0 relevance, which equals gradient x input only for piecewise-linear "
+                    f"networks; this model has {', '.join(bad)}"
+                )
+                warnings.warn(msg, stacklevel=2)
+                notes.append(msg)
+        if key not in cache:
+            relevance = compute_relevance(
+                model, x, targets, method, batch_size=batch_size, seed=seed, low=low, high=high,
+                progress=progress,
+            )  # fmt: skip
+            if not np.all(np.isfinite(relevance)):
+                bad_n = int((~np.isfinite(relevance)).reshape(len(x), -1).any(axis=1).sum())
+                msg = f"{method.label}: non-finite relevance in {bad_n} images (set to 0 there)"
+                warnings.warn(msg, stacklevel=2)
+                notes.append(msg)
+                relevance = np.nan_to_num(relevance, nan=0.0, posinf=0.0, neginf=0.0)
+            cache[key] = region_relevance(relevance, region)
+        scores[method.label] = cache[key]
+    return scores, notes
+
+
 def evaluate(
     model,
     x: np.ndarray,
@@ -694,56 +753,41 @@ def evaluate(
     progress: bool = False,
     model_name: str | None = None,
     data_name: str = "",
+    forward_fn: ForwardFn | None = None,
+    targets: np.ndarray | None = None,
+    scores: dict[str, np.ndarray] | None = None,
 ) -> EvaluationResult:
     """Perturbation curves of every method on one model: returns an ``EvaluationResult``.
 
-    One forward session of the model (its logits) is built once and serves every method; the
-    targets are the clean images' predicted classes. The box bounds of zbox/epsilon-gamma-box are
-    the data's global min and max.
+    One forward session of the model (its logits, ``onnx_forward``) is built once and serves every
+    method, unless ``forward_fn`` is given; the targets are the clean images' predicted classes unless
+    given. The box bounds of zbox/epsilon-gamma-box are the data's global min and max. ``scores``
+    (label -> [N, R], from ``method_region_scores``) skips the relevance computation.
     """
-    forward = onnx_forward(model)
+    forward = forward_fn if forward_fn is not None else onnx_forward(model)
     x = np.ascontiguousarray(x, dtype=np.float32)
-    logits = _batched(forward, x, batch_size)
-    targets = logits.argmax(axis=1).astype(np.int64)
+    if targets is None:
+        targets = _batched(forward, x, batch_size).argmax(axis=1)
+    targets = np.asarray(targets, dtype=np.int64)
     if value_range is None:
         value_range = data_range(x)
     low, high = float(np.min(value_range[0])), float(np.max(value_range[1]))
-    parsed = [m if isinstance(m, Method) else parse_method(m) for m in methods]
-    seen: set[str] = set()
-    parsed = [m for m in parsed if not (m.label in seen or seen.add(m.label))]
     notes: list[str] = []
-    cache: dict[tuple, np.ndarray] = {}
+    if scores is None:
+        scores, notes = method_region_scores(
+            model, x, targets, methods, region=region, batch_size=min(batch_size, 256), seed=seed,
+            low=low, high=high, progress=progress,
+        )  # fmt: skip
+    done: dict[int, np.ndarray] = {}
     curves: dict[str, np.ndarray] = {}
-    for method in parsed:
-        if method.kind == "gradxinput":
-            bad = gradient_x_input_ok(model)
-            if bad:
-                msg = (
-                    f"gradxinput is LRP-0 relevance, which equals gradient x input only for piecewise-linear "
-                    f"networks; this model has {', '.join(bad)}"
-                )
-                warnings.warn(msg, stacklevel=2)
-                notes.append(msg)
-        key = (method.kind, tuple(sorted(method.kwargs.items())))
-        if method.kind == "gradxinput":
-            key = ("lrp", (("rule", "lrp0"),))
-        if key not in cache:  # the same relevance gives the same curves: computed once
-            relevance = compute_relevance(
-                model, x, targets, method, batch_size=min(batch_size, 256), seed=seed, low=low, high=high,
-                progress=progress,
-            )  # fmt: skip
-            if not np.all(np.isfinite(relevance)):
-                bad = int((~np.isfinite(relevance)).reshape(len(x), -1).any(axis=1).sum())
-                msg = f"{method.label}: non-finite relevance in {bad} images (set to 0 there)"
-                warnings.warn(msg, stacklevel=2)
-                notes.append(msg)
-                relevance = np.nan_to_num(relevance, nan=0.0, posinf=0.0, neginf=0.0)
-            cache[key] = perturbation_curve(
-                forward, x, relevance, targets, region=region, steps=steps, perturbation=perturbation,
+    for label, sc in scores.items():
+        if id(sc) not in done:  # the same relevance gives the same curves: computed once
+            done[id(sc)] = perturbation_curve(
+                forward, x, sc, targets, region=region, steps=steps, perturbation=perturbation,
                 order=order, batch_size=batch_size, seed=seed, value_range=value_range,
-                blur_sigma=blur_sigma, progress=progress, desc=method.label,
+                blur_sigma=blur_sigma, progress=progress, desc=label,
             )  # fmt: skip
-        curves[method.label] = cache[key]
+        curves[label] = done[id(sc)]
     accuracy = float((targets == labels).mean()) if labels is not None else None
     settings = {
         "region": region,

@@ -353,3 +353,13 @@ def test_cli_evaluate_on_npy(tmp_path, setup):
     by = {r["method"]: r["aopc"] for r in doc["aopc"]}
     assert by["lrp0"] == pytest.approx(by["gradxinput"])
     assert by["lrp0"] > by["random"]
+
+
+def test_region_scores_give_the_same_curves(setup):
+    _, x, forward, targets, exact = setup
+    kw = {"region": 2, "steps": 4, "seed": 2}
+    a = ev.perturbation_curve(forward, x[:6], exact[:6], targets[:6], **kw)
+    b = ev.perturbation_curve(forward, x[:6], ev.region_relevance(exact[:6], 2), targets[:6], **kw)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="region scores"):
+        ev.perturbation_curve(forward, x[:6], np.zeros((6, 5)), targets[:6], **kw)
