@@ -57,7 +57,7 @@ def test_product_of_activations_names_the_node():
         [_float("y", ["N", 4])],
         [w],
     )
-    with pytest.raises(onnxlrp.UnsupportedModelError, match="'square' \\(Mul\\)"):
+    with pytest.raises(onnxlrp.UnsupportedModelError, match=r"'square' \(Mul\)"):
         onnxlrp.compile(model)
 
 
@@ -79,7 +79,7 @@ def test_model_without_float_input():
         [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 3])],
         [_float("y", ["N", 3])],
     )
-    with pytest.raises(onnxlrp.ModelLoadError, match="no float input.*'ids' \\(INT64\\)"):
+    with pytest.raises(onnxlrp.ModelLoadError, match=r"no float input.*'ids' \(INT64\)"):
         onnxlrp.compile(model)
 
 
