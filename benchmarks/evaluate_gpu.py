@@ -1,0 +1,313 @@
+"""AOPC evaluation with the perturbation forwards on a GPU (issue 7), in three steps.
+
+The relevance is computed by onnxlrp with onnxruntime on this machine; only the many forward
+passes of perturbed images (N * (L+1) per method) run elsewhere, through a small torch
+interpreter of the ONNX graph (Conv, Gemm, pooling, Relu, Add, ...), because the GPU machine's
+onnxruntime is CPU-only. The library itself never imports torch: only ``curves`` here does.
+
+    # 1. here: targets and region scores of every method (onnxruntime, CPU)
+    python benchmarks/evaluate_gpu.py prepare cifar10-paper cifar10 --n 1000 --dir out/gpu_in
+    # 2. on the GPU machine: the perturbation curves (torch, CUDA), checked against onnxruntime logits
+    python benchmarks/evaluate_gpu.py curves --dir out/gpu_in --out $OUT
+    # 3. here: AOPC table, JSON/CSV and PNG, as `onnxlrp evaluate` writes them
+    python benchmarks/evaluate_gpu.py finish cifar10-paper --dir out/gpu_in --curves DIR --out out/evaluate/X
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from onnxlrp import evaluation as ev
+
+
+def prepare(args) -> None:
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path, zoo_model = ev.resolve_model(args.model)
+    name = Path(args.model).stem if args.model.endswith(".onnx") else args.model
+    data_name = Path(args.data).stem if args.data.endswith(".npy") else args.data
+    x, labels, idx = ev.load_dataset(args.data, zoo_model, n=args.n)
+    xfile = out / f"x_{data_name}_{len(x)}.npy"
+    if not xfile.exists():
+        np.save(xfile, x)
+    forward = ev.onnx_forward(path)
+    logits = np.concatenate([forward(x[i : i + 256]) for i in range(0, len(x), 256)])
+    targets = logits.argmax(axis=1)
+    value_range = ev.data_range(x)
+    low, high = float(np.min(value_range[0])), float(np.max(value_range[1]))
+    methods = list(ev.DEFAULT_METHODS + ev.BASELINES) if not args.method else args.method
+    t0 = time.time()
+    scores, notes = ev.method_region_scores(
+        path,
+        x,
+        targets,
+        methods,
+        region=args.region,
+        batch_size=64,
+        seed=args.seed,
+        low=low,
+        high=high,
+        progress=True,
+    )
+    uniq: dict[int, str] = {}
+    arrays, alias = {}, {}
+    for label, sc in scores.items():
+        if id(sc) in uniq:
+            alias[label] = uniq[id(sc)]
+        else:
+            uniq[id(sc)] = label
+            arrays[f"scores::{label}"] = sc
+    meta = {
+        "model": name,
+        "model_path": str(path),
+        "data": data_name,
+        "x_file": xfile.name,
+        "region": args.region,
+        "steps": args.steps,
+        "seed": args.seed,
+        "perturbation": args.perturbation,
+        "order": args.order,
+        "value_range": [v.tolist() for v in value_range],
+        "labels_used": list(scores),
+        "alias": alias,
+        "notes": notes,
+        "relevance_seconds": time.time() - t0,
+    }
+    np.savez(
+        out / f"{name}.npz",
+        targets=targets,
+        logits=logits,
+        labels=labels if labels is not None else np.zeros(0),
+        indices=idx,
+        meta=json.dumps(meta),
+        **arrays,
+    )
+    print(f"{name}: relevance of {len(scores)} methods for {len(x)} images in {time.time() - t0:.0f}s")
+
+
+def torch_forward(model_path: str, device: str):
+    """numpy [B, C, H, W] -> logits, by interpreting the ONNX graph with torch ops."""
+    import torch
+    import torch.nn.functional as F
+    from onnx import helper, numpy_helper
+
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    proto = ev.logit_model(model_path)
+    graph = proto.graph
+    inits = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()).to(device) for i in graph.initializer}
+    in_name = next(i.name for i in graph.input if i.name not in inits)
+    out_name = graph.output[0].name
+    nodes = [
+        (
+            n.op_type,
+            list(n.input),
+            list(n.output),
+            {a.name: helper.get_attribute_value(a) for a in n.attribute},
+        )
+        for n in graph.node
+    ]
+
+    def sym(p):
+        half = len(p) // 2
+        if list(p[:half]) != list(p[half:]):
+            raise NotImplementedError(f"asymmetric pads {p}")
+        return list(p[:half])
+
+    @torch.inference_mode()
+    def run(x):
+        env = dict(inits)
+        env[in_name] = x
+        for op, ins, outs, a in nodes:
+            v = [env[i] if i else None for i in ins]
+            if op == "Conv":
+                y = F.conv2d(
+                    v[0],
+                    v[1],
+                    v[2] if len(v) > 2 else None,
+                    stride=a.get("strides", 1),
+                    padding=sym(a.get("pads", [0, 0, 0, 0])),
+                    dilation=a.get("dilations", 1),
+                    groups=a.get("group", 1),
+                )
+            elif op == "Relu":
+                y = F.relu(v[0])
+            elif op == "MaxPool":
+                y = F.max_pool2d(
+                    v[0],
+                    a["kernel_shape"],
+                    a.get("strides", 1),
+                    sym(a.get("pads", [0, 0, 0, 0])),
+                    a.get("dilations", 1),
+                    bool(a.get("ceil_mode", 0)),
+                )
+            elif op == "AveragePool":
+                y = F.avg_pool2d(
+                    v[0],
+                    a["kernel_shape"],
+                    a.get("strides", 1),
+                    sym(a.get("pads", [0, 0, 0, 0])),
+                    bool(a.get("ceil_mode", 0)),
+                    bool(a.get("count_include_pad", 0)),
+                )
+            elif op == "GlobalAveragePool":
+                y = v[0].mean(dim=(2, 3), keepdim=True)
+            elif op == "GlobalMaxPool":
+                y = v[0].amax(dim=(2, 3), keepdim=True)
+            elif op == "Flatten":
+                axis = a.get("axis", 1)
+                y = v[0].reshape(int(np.prod(v[0].shape[:axis])), -1)
+            elif op == "Gemm":
+                A = v[0].T if a.get("transA", 0) else v[0]
+                B = v[1].T if a.get("transB", 0) else v[1]
+                y = a.get("alpha", 1.0) * (A @ B)
+                if len(v) > 2 and v[2] is not None:
+                    y = y + a.get("beta", 1.0) * v[2]
+            elif op == "MatMul":
+                y = v[0] @ v[1]
+            elif op == "Add":
+                y = v[0] + v[1]
+            elif op == "Mul":
+                y = v[0] * v[1]
+            elif op in ("Identity", "Dropout"):
+                y = v[0]
+            elif op == "BatchNormalization":
+                y = F.batch_norm(v[0], v[3], v[4], v[1], v[2], False, 0.0, a.get("epsilon", 1e-5))
+            elif op == "Reshape":
+                shape = [int(s) for s in v[1].tolist()]
+                shape = [v[0].shape[i] if s == 0 else s for i, s in enumerate(shape)]
+                y = v[0].reshape(shape)
+            else:
+                raise NotImplementedError(f"op {op} in {model_path}")
+            env[outs[0]] = y
+        return env[out_name]
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        xt = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
+        return run(xt).double().cpu().numpy()
+
+    return forward
+
+
+def curves(args) -> None:
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    src = Path(args.dir)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu"}
+    for f in sorted(src.glob("*.npz")):
+        t0 = time.time()
+        d = np.load(f)
+        meta = json.loads(str(d["meta"]))
+        x = np.load(src / meta["x_file"])
+        model_path = Path(meta["model_path"])
+        if not model_path.exists():
+            model_path = src / model_path.name
+        fwd = torch_forward(str(model_path), device)
+        clean = np.concatenate([fwd(x[i : i + 4096]) for i in range(0, len(x), 4096)])
+        diff = float(np.abs(clean - d["logits"]).max())
+        agree = float((clean.argmax(1) == d["targets"]).mean())
+        res = {}
+        for key in d.files:
+            if not key.startswith("scores::"):
+                continue
+            res[key.replace("scores::", "curves::")] = ev.perturbation_curve(
+                fwd,
+                x,
+                d[key],
+                d["targets"],
+                region=meta["region"],
+                steps=meta["steps"],
+                perturbation=meta["perturbation"],
+                order=meta["order"],
+                batch_size=args.batch_size,
+                seed=meta["seed"],
+                value_range=meta["value_range"],
+            )
+        np.savez(out / f"curves_{f.stem}.npz", **res)
+        log[f.stem] = {
+            "max_abs_logit_diff_vs_onnxruntime": diff,
+            "argmax_agreement": agree,
+            "seconds": time.time() - t0,
+            "methods": len(res),
+        }
+        print(f.stem, log[f.stem], flush=True)
+    (out / "curves_log.json").write_text(json.dumps(log, indent=1))
+
+
+def finish(args) -> None:
+    src = Path(args.dir)
+    d = np.load(src / f"{args.model}.npz")
+    c = np.load(Path(args.curves) / f"curves_{args.model}.npz")
+    meta = json.loads(str(d["meta"]))
+    curves_by = {}
+    for label in meta["labels_used"]:
+        base = meta["alias"].get(label, label)
+        curves_by[label] = c[f"curves::{base}"]
+    labels = d["labels"] if d["labels"].size else None
+    s = {
+        "region": meta["region"],
+        "steps": int(next(iter(curves_by.values())).shape[1] - 1),
+        "perturbation": meta["perturbation"],
+        "order": meta["order"],
+        "seed": meta["seed"],
+        "n": len(d["targets"]),
+        "value_range": meta["value_range"],
+        "blur_sigma": None,
+        "target": "predicted class of the clean image",
+        "forward": "perturbed forwards by a torch interpreter of the ONNX graph on the GPU machine",
+        "relevance_seconds": meta["relevance_seconds"],
+    }
+    log_path = Path(args.curves) / "curves_log.json"
+    if log_path.exists():
+        s["forward_check"] = json.loads(log_path.read_text()).get(args.model)
+    accuracy = float((d["targets"] == labels).mean()) if labels is not None else None
+    result = ev.EvaluationResult(args.model, meta["data"], curves_by, s, accuracy, meta["notes"])
+    paths = ev.write_results(result, args.out)
+    for row in result.table():
+        print(f"{row['method']:<32} {row['aopc']:>10.4f} {row['stderr']:>8.4f}")
+    print(json.dumps({k: str(v) for k, v in paths.items()}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("prepare")
+    a.add_argument("model")
+    a.add_argument("data")
+    a.add_argument("--n", type=int, default=1000)
+    a.add_argument("--dir", default="out/gpu_in")
+    a.add_argument("--method", action="append", default=[])
+    a.add_argument("--region", type=int, default=4)
+    a.add_argument("--steps", type=int, default=None)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--perturbation", default="uniform")
+    a.add_argument("--order", default="morf")
+    a.set_defaults(func=prepare)
+    b = sub.add_parser("curves")
+    b.add_argument("--dir", default="out/gpu_in")
+    b.add_argument("--out", required=True)
+    b.add_argument("--batch-size", type=int, default=8192)
+    b.set_defaults(func=curves)
+    c = sub.add_parser("finish")
+    c.add_argument("model")
+    c.add_argument("--dir", default="out/gpu_in")
+    c.add_argument("--curves", required=True)
+    c.add_argument("--out", required=True)
+    c.set_defaults(func=finish)
+    args = p.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
