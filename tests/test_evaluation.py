@@ -363,3 +363,23 @@ def test_region_scores_give_the_same_curves(setup):
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="region scores"):
         ev.perturbation_curve(forward, x[:6], np.zeros((6, 5)), targets[:6], **kw)
+
+
+@pytest.mark.datasets
+def test_zoo_mnist_end_to_end(tmp_path):
+    """A few MNIST test images through the zoo model: LRP beats random (skipped without zoo/data)."""
+    _compiler()
+    zoo = pytest.importorskip("onnxlrp.zoo")
+    if not ev.default_datasets_dir().joinpath("mnist.npz").is_file():
+        pytest.skip("../shared/datasets/mnist.npz is absent")
+    try:
+        path, entry = ev.resolve_model("mnist-lenet5")
+    except Exception as error:  # model file not built yet
+        pytest.skip(f"zoo model mnist-lenet5 unavailable: {error}")
+    del zoo
+    x, labels, idx = ev.load_dataset("mnist", entry, n=40)
+    assert x.shape == (40, 1, 32, 32) and idx[1] == 250
+    res = ev.evaluate(path, x, ["epsilon:1", "random"], region=4, steps=16, labels=labels)
+    table = {r["method"]: r["aopc"] for r in res.table()}
+    assert res.accuracy > 0.8
+    assert table["epsilon:1"] > table["random"]
