@@ -17,6 +17,7 @@ from onnx import helper, version_converter
 from onnxlrp.builder import GraphBuilder
 from onnxlrp.composites import assign_rules
 from onnxlrp.errors import ModelLoadError, UnsupportedModelError
+from onnxlrp.folding import fold_batchnorms
 from onnxlrp.graph import GraphInfo, analyse, data_input
 from onnxlrp.loading import ModelLike, load_model
 from onnxlrp.ops import LINEAR_KINDS, REGISTRY, EmitContext, carried_inputs, spec_for
@@ -56,7 +57,7 @@ def _opset(model: onnx.ModelProto) -> int:
 
 
 def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy at opset >= 17 whose nodes all have unique names."""
+    """A copy at opset >= 17, BatchNormalizations folded into their linear layers, nodes uniquely named."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     if _opset(copy) < MIN_OPSET:
@@ -66,6 +67,7 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
             raise ModelLoadError(
                 f"cannot convert the model from opset {_opset(model)} to {MIN_OPSET}: {error}"
             ) from None
+    fold_batchnorms(copy)
     seen: set[str] = set()
     for index, node in enumerate(copy.graph.node):
         if not node.name or node.name in seen:

@@ -67,7 +67,7 @@ def vgg_style() -> nn.Module:
         nn.ReLU(),
         nn.MaxPool2d(3, 2, padding=1, ceil_mode=True),
         nn.Flatten(),
-        nn.Linear(16 * 8 * 8, 32),
+        nn.Linear(16 * 9 * 9, 32),
         nn.ReLU(),
         nn.Linear(32, 10),
         nn.Softmax(dim=1),

@@ -180,3 +180,45 @@ def emit_batchnorm(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> d
         node.input[0] in ctx.nonnegative,
     )
     return {0: ctx.rule.propagate(b, layer, relevance[0])}
+
+
+@register("ConvTranspose", kind="conv")
+def emit_conv_transpose(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
+    """An upsampling layer is linear too: its transpose is a Conv with the same weight and geometry."""
+    b = ctx.b
+    x, out = node.input[0], node.output[0]
+    weight = _const_input(ctx, node, 1, "weight")
+    rank = weight.ndim - 2
+    kernel = weight.shape[2:]
+    group = ctx.attr(node, "group", 1)
+    strides = list(ctx.attr(node, "strides", [1] * rank))
+    dilations = list(ctx.attr(node, "dilations", [1] * rank))
+    in_spatial, out_spatial = ctx.info.shape(x)[2:], ctx.info.shape(out)[2:]
+    output_padding = list(ctx.attr(node, "output_padding", [0] * rank))
+    pads = list(ctx.attr(node, "pads", []))
+    if not pads:
+        auto_pad = ctx.attr(node, "auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        begins, ends = [], []
+        for i in range(rank):
+            total = strides[i] * (in_spatial[i] - 1) + output_padding[i] + (kernel[i] - 1) * dilations[i] + 1
+            total -= out_spatial[i]
+            begin = total - total // 2 if auto_pad == "SAME_UPPER" else total // 2  # the ONNX spec's split
+            begins.append(begin)
+            ends.append(total - begin)
+        pads = begins + ends
+    geometry = {"strides": strides, "dilations": dilations, "pads": pads, "group": group}
+
+    def forward(inp: str, w: np.ndarray) -> str:
+        extra = {"output_padding": output_padding} if any(output_padding) else {}
+        return b.op("ConvTranspose", [inp, b.const(w, "w")], **geometry, **extra)
+
+    def transpose(s: str, w: np.ndarray) -> str:
+        return b.op("Conv", [s, b.const(w, "w")], **geometry)
+
+    own_bias = None
+    if len(node.input) > 2 and node.input[2]:
+        own_bias = _const_input(ctx, node, 2, "bias").reshape((1, -1) + (1,) * rank)
+    bias, output = layer_bias(ctx, node, own_bias, rank + 2)
+    layer = LinearLayer(x, weight, bias, forward, transpose, output, x in ctx.nonnegative)
+    return {0: ctx.rule.propagate(b, layer, relevance[0])}

@@ -78,3 +78,33 @@ def emit_pad(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
         ],
     )
     return {0: cut}
+
+
+@register("Slice")
+def emit_slice(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
+    """Relevance of the kept part goes back in place; the cut-off part gets none (zero padding)."""
+    in_shape = ctx.info.shape(node.input[0])
+    rank = len(in_shape)
+    values = [ctx.info.const(name) if name else None for name in node.input[1:]]
+    if any(v is None for v in values[:2]) or any(
+        v is None for i, v in enumerate(values[2:]) if node.input[i + 3]
+    ):
+        raise UnsupportedModelError(
+            f"node '{node.name}' (Slice): starts, ends, axes and steps must be constant"
+        )
+    starts, ends = values[0].tolist(), values[1].tolist()
+    axes = values[2].tolist() if len(values) > 2 and values[2] is not None else list(range(len(starts)))
+    steps = values[3].tolist() if len(values) > 3 and values[3] is not None else [1] * len(starts)
+    if any(step != 1 for step in steps):
+        raise UnsupportedModelError(f"node '{node.name}' (Slice): only step 1 is supported")
+    pads = [0] * (2 * rank)
+    for start, end, axis in zip(starts, ends, axes, strict=True):
+        axis %= rank
+        size = in_shape[axis]
+        begin = min(max(start + size if start < 0 else start, 0), size)
+        stop = min(max(end + size if end < 0 else end, 0), size)
+        if axis == 0:
+            raise UnsupportedModelError(f"node '{node.name}' (Slice): slicing the batch axis")
+        pads[axis], pads[rank + axis] = begin, size - max(stop, begin)
+    b = ctx.b
+    return {0: b.op("Pad", [relevance[0], b.const(np.array(pads, np.int64))], mode="constant")}

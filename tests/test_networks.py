@@ -1,0 +1,106 @@
+"""Whole networks built in torch and exported to ONNX: the compiled relevance graph matches the
+independent numpy reference (tests/reference.py) for every rule and composite.
+
+Tolerance: max |compiled - reference| <= 1e-5 * max |reference| per relevance map (relative to
+the map's scale; an element-wise relative error is meaningless where relevance crosses zero).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import onnxlrp
+from tests import nets, reference
+
+RULES = {
+    "epsilon=1": (dict(rule="epsilon", epsilon=1.0), ("epsilon", 1.0)),
+    "epsilon=0.01": (dict(rule="epsilon", epsilon=0.01), ("epsilon", 0.01)),
+    "lrp0": (dict(rule="lrp0"), ("lrp0",)),
+    "alpha2beta1": (dict(rule="alphabeta", alpha=2.0, beta=1.0), ("alphabeta", 2.0, 1.0)),
+    "alpha3beta2": (dict(rule="alphabeta", alpha=3.0, beta=2.0), ("alphabeta", 3.0, 2.0)),
+    "zplus": (dict(rule="zplus"), ("zplus",)),
+    "gamma": (dict(rule="gamma", gamma=0.25), ("gamma", 0.25)),
+    "wsquare": (dict(rule="wsquare"), ("wsquare",)),
+    "flat": (dict(rule="flat"), ("flat",)),
+    "zbox": (dict(rule="zbox", low=-1.0, high=1.0), ("zbox", -1.0, 1.0)),
+}
+COMPOSITES = ["epsilon", "epsilon-plus", "epsilon-alpha2-beta1", "epsilon-plus-flat", "epsilon-gamma-box"]
+SUM_OPS = {"Add", "Sub", "Sum"}
+
+
+def reference_rules(setting: str):
+    """The reference's rule_for_node for a setting; sums of activations get zennit's Norm (eps 1e-6)."""
+    if setting in RULES:
+        base = reference.single_rule(RULES[setting][1])
+    else:
+        base = reference.composite_rule_for_node(setting)
+
+    def rule_for_node(node, is_first):
+        if node.op_type in SUM_OPS and all(not name.startswith("onnx::") for name in node.input):
+            return ("epsilon", 1e-6)
+        return base(node, is_first)
+
+    return rule_for_node
+
+
+def compile_options(setting: str) -> dict:
+    return RULES[setting][0] if setting in RULES else {"composite": setting}
+
+
+def assert_close_to_reference(model_path, x, setting, target=None, **compile_extra):
+    model = onnxlrp.compile(model_path, **compile_options(setting), **compile_extra)
+    got = onnxlrp.RelevanceSession(model).run(x, target=target)
+    want = reference.reference_lrp(
+        str(model_path), x.astype(np.float64), reference_rules(setting), target=target
+    )
+    scale = np.abs(want["relevance"]).max()
+    assert scale > 0
+    error = np.abs(got["relevance"] - want["relevance"]).max()
+    assert error <= 1e-5 * scale, f"{setting}: max error {error:.3g} vs scale {scale:.3g}"
+    return got, want
+
+
+@pytest.fixture(scope="module")
+def paper_nets(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("nets")
+    paths = {}
+    for name, module, shape in (
+        ("mnist", nets.paper_mnist(), (1, 32, 32)),
+        ("cifar", nets.paper_cifar(), (3, 32, 32)),
+        ("vgg", nets.vgg_style(), (3, 32, 32)),
+    ):
+        torch.manual_seed(0)
+        paths[name] = folder / f"{name}.onnx"
+        nets.export(module.eval(), shape, paths[name])
+    return paths
+
+
+def _inputs(shape, n=2, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, (n, *shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("setting", [*RULES, *COMPOSITES])
+def test_paper_mnist_net(paper_nets, setting):
+    assert_close_to_reference(paper_nets["mnist"], _inputs((1, 32, 32)), setting)
+
+
+@pytest.mark.parametrize("setting", [*RULES, *COMPOSITES])
+def test_vgg_style_net(paper_nets, setting):
+    assert_close_to_reference(paper_nets["vgg"], _inputs((3, 32, 32)), setting)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "setting", ["epsilon=1", "alpha3beta2", "zplus", "flat", "epsilon-plus", "epsilon-gamma-box"]
+)
+def test_paper_cifar_net(paper_nets, setting):
+    assert_close_to_reference(paper_nets["cifar"], _inputs((3, 32, 32), n=1), setting)
+
+
+def test_virtual_class_matches_reference(paper_nets):
+    got, want = assert_close_to_reference(
+        paper_nets["mnist"], _inputs((1, 32, 32)), "epsilon=1", target=np.array([4, 7])
+    )
+    assert list(want["target"]) == [4, 7]
