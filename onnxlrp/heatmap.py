@@ -192,10 +192,30 @@ def grid_shape(count: int, ncols: int | None = None) -> tuple[int, int]:
     return math.ceil(count / cols), cols
 
 
-def grid_figure_size(count: int, ncols: int | None = None) -> tuple[int, int]:
+def grid_figure_size(count: int, ncols: int | None = None, title: str = "") -> tuple[int, int]:
     """(width, height) in pixels of :func:`render_grid`'s PNG for ``count`` tiles."""
     rows, cols = grid_shape(count, ncols)
-    return cols * CELL_PX, round(rows * CELL_PX + TITLE_INCH * DPI)
+    full = f"{title}\nshared scale ±1.23e-45"  # the scale line is one short line
+    return cols * CELL_PX, rows * CELL_PX + title_band_px(full, cols * CELL_PX)
+
+
+TITLE_LINE_PX = 15  # one line of a mosaic title (fontsize 9)
+
+
+def wrap_title(title: str, width_px: int) -> list[str]:
+    """The title's lines, wrapped to the figure width (about 6 px per character at fontsize 9)."""
+    import textwrap
+
+    chars = max(30, int(width_px / 6.2))
+    lines: list[str] = []
+    for line in title.split("\n"):
+        lines += textwrap.wrap(line, chars) or [""]
+    return lines
+
+
+def title_band_px(title: str, width_px: int) -> int:
+    """Height in pixels of a mosaic's title band."""
+    return 12 + TITLE_LINE_PX * len(wrap_title(title, width_px)) if title else 8
 
 
 def _fit_tile(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -222,7 +242,8 @@ def _render_mosaic(path, tiles: list[list[tuple[np.ndarray, str] | None]], title
     plt = _pyplot()
     nrows = len(tiles)
     ncols = max((len(r) for r in tiles), default=1)
-    width, height = ncols * CELL_PX, round(nrows * CELL_PX + TITLE_INCH * DPI)
+    lines = wrap_title(title, ncols * CELL_PX)
+    width, height = ncols * CELL_PX, nrows * CELL_PX + title_band_px(title, ncols * CELL_PX)
     canvas = np.full((nrows * CELL_PX, ncols * CELL_PX, 3), 255, dtype=np.uint8)
     inner = CELL_PX - LABEL_PX - MARGIN_PX
     labels = []
@@ -250,7 +271,7 @@ def _render_mosaic(path, tiles: list[list[tuple[np.ndarray, str] | None]], title
                 ha="center",
                 va="bottom",
             )
-    fig.suptitle(title, fontsize=9, y=0.995, va="top")
+    fig.text(0.5, 1.0 - 4 / height, "\n".join(lines), fontsize=9, ha="center", va="top", linespacing=1.2)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
@@ -279,7 +300,7 @@ def render_grid(
     for k, heat in enumerate(heats):
         r, c = divmod(k, cols)
         cells[r][c] = (colorize(heat, vmax), labels[k] if labels is not None else "")
-    _render_mosaic(path, cells, f"{title}\nshared scale ±{vmax:.3g} (red +, blue −, white 0)")
+    _render_mosaic(path, cells, f"{title}\nshared scale ±{vmax:.3g}")
     return vmax
 
 
@@ -309,6 +330,6 @@ def render_panels(
     _render_mosaic(path, cells, title)
 
 
-def panels_figure_size(nrows: int, ncols: int) -> tuple[int, int]:
+def panels_figure_size(nrows: int, ncols: int, title: str = "") -> tuple[int, int]:
     """(width, height) in pixels of :func:`render_panels`'s PNG."""
-    return ncols * CELL_PX, round(nrows * CELL_PX + TITLE_INCH * DPI)
+    return ncols * CELL_PX, nrows * CELL_PX + title_band_px(title, ncols * CELL_PX)
