@@ -5,6 +5,7 @@ blocks of whitespace-separated lines::
 
     Linear m n                  # then one line of m*n weights (row-major W, shape (m, n))
                                 # and one line of n biases; y = x @ W + b
+                                # (the toolbox's legacy format, m lines of n weights, is read too)
     Convolution h w d n s0 s1   # then h*w*d*n weights (W of shape (h, w, d, n): NHWC filters)
                                 # and n biases; stride (s0, s1); no padding
     SumPool h w s0 s1           # window sum times 1/sqrt(h*w); no padding
@@ -171,7 +172,13 @@ def parse_toolbox_text(text: str, source: str = "") -> list[ToolboxLayer]:
         layer = ToolboxLayer(kind, params, line=lineno)
         if kind == "Linear":
             m, n = params
-            layer.W = numbers(kind, lineno, "weights", m * n).reshape(m, n).astype(np.float32)
+            if m > 1 and k < len(rows) and len(rows[k][1]) == n and n != m * n:
+                # the toolbox's legacy text format: m lines of n weights (one row of W per line)
+                rows_w = [numbers(kind, lineno, f"weights (row {r + 1} of {m})", n) for r in range(m)]
+                layer.W = np.stack(rows_w).astype(np.float32)
+                layer.extra["legacy_rows"] = True
+            else:
+                layer.W = numbers(kind, lineno, "weights", m * n).reshape(m, n).astype(np.float32)
             layer.B = numbers(kind, lineno, "biases", n).astype(np.float32)
         elif kind == "Convolution":
             h, w, d, n, _, _ = params

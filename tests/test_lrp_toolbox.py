@@ -287,6 +287,20 @@ def test_malformed_file_names_the_line(case, tmp_path):
         assert str(path) in str(info.value)
 
 
+def test_legacy_linear_rows_format():
+    """The toolbox also reads an older format: Linear m n, then m lines of n weights, then the biases."""
+    new = lt.parse_toolbox_text("Linear 3 2\n1 2 3 4 5 6\n7 8\nRect\n")
+    old = lt.parse_toolbox_text("Linear 3 2\n1 2\n3 4\n5 6\n7 8\nRect\n")
+    assert [ly.kind for ly in old] == ["Linear", "Rect"]
+    np.testing.assert_array_equal(old[0].W, new[0].W)
+    np.testing.assert_array_equal(old[0].B, [7, 8])
+    with pytest.raises(
+        lt.ToolboxFormatError,
+        match=r"line 4: the Linear layer of line 1 expects 2 weights \(row 3 of 3\), found 1",
+    ):
+        lt.parse_toolbox_text("Linear 3 2\n1 2\n3 4\n5\n7 8\n")
+
+
 @pytest.mark.parametrize(
     ("text", "shape", "message"),
     [
