@@ -100,7 +100,7 @@ def test_paper_cifar_net(paper_nets, setting):
 
 
 def test_virtual_class_matches_reference(paper_nets):
-    got, want = assert_close_to_reference(
+    _, want = assert_close_to_reference(
         paper_nets["mnist"], _inputs((1, 32, 32)), "epsilon=1", target=np.array([4, 7])
     )
     assert list(want["target"]) == [4, 7]
