@@ -19,7 +19,8 @@ Inputs are NHWC (the toolbox's layout). The ONNX model this module writes has
 - a ``Transpose`` to NCHW, then ``Conv`` / ``MaxPool`` / ``Gemm`` / ``Relu`` / ``Tanh`` nodes;
 - ``Flatten`` (and a ``Linear`` that reads a spatial tensor, which is flattened implicitly) first
   transposes back to NHWC, so the flattened order is the toolbox's;
-- output ``logits``: the last layer before ``SoftMax`` (in NHWC if it is still spatial); when the file
+- output ``logits``: the last layer before ``SoftMax`` ([N, n] when it is a 1x1 spatial map, as in the
+  toolbox's all-convolutional LeNet-5; NHWC if it is still larger); when the file
   ends in ``SoftMax`` a second output ``probabilities`` = ``Softmax(logits)`` over the last axis.
   ``logits`` is the first output, so ``onnxlrp.compile`` explains it by default.
 
@@ -271,8 +272,9 @@ def _first_spatial_depth(layers: list[ToolboxLayer]) -> int | None:
 def infer_input_shape(layers: list[ToolboxLayer]) -> tuple[int, ...]:
     """The input shape without N: (m,) for a Linear-first model, else a square (H, H, D) that fits.
 
-    A square input is inferred only when the network contains a Linear layer that pins the size and
-    exactly one H fits with windows that tile the input exactly; otherwise pass the shape explicitly.
+    A square input is inferred only when the size is pinned - by a Linear layer, or, in an all-conv
+    network, by a final 1x1 spatial output - and exactly one H fits with windows that tile the input
+    exactly; otherwise pass the shape explicitly.
     """
     first = next((ly for ly in layers if ly.kind not in ("Rect", "Tanh", "Flatten")), None)
     if first is None:
@@ -283,13 +285,14 @@ def infer_input_shape(layers: list[ToolboxLayer]) -> tuple[int, ...]:
     hint = "; pass the input shape (--input-shape H W D)"
     if depth is None:
         raise ToolboxFormatError(f"cannot infer the input depth (the model starts with {first.kind}){hint}")
-    if not any(ly.kind == "Linear" for ly in layers):
-        raise ToolboxFormatError(f"cannot infer the input size of a network without a Linear layer{hint}")
+    has_linear = any(ly.kind == "Linear" for ly in layers)
     fits = []
     for size in range(1, 1025):
         try:
-            _propagate(layers, (size, size, depth))
+            final = _propagate(layers, (size, size, depth))[-1]
         except ToolboxFormatError:
+            continue
+        if not has_linear and final[:2] != (1, 1):
             continue
         if _tiles_exactly(layers, (size, size, depth)):
             fits.append(size)
@@ -442,8 +445,13 @@ def toolbox_to_onnx(
             node.doc_string = f"toolbox line {layer.line}: {kind} {' '.join(map(str, p))}".strip()
         shape = out_shape
 
-    # the output: NHWC if still spatial
-    if len(shape) == 3:
+    # the output: a final 1x1 spatial map (an all-conv classifier) is flattened to [N, n]; a larger
+    # spatial output is returned in NHWC
+    if len(shape) == 3 and shape[:2] == (1, 1):
+        f = fresh("flatten")
+        nodes.append(helper.make_node("Flatten", [cur], [f], name=f, axis=1))
+        cur, shape = f, (shape[2],)
+    elif len(shape) == 3:
         t = fresh("to_nhwc")
         nodes.append(helper.make_node("Transpose", [cur], [t], name=t, perm=[0, 2, 3, 1]))
         cur = t

@@ -24,8 +24,15 @@ from converters import lrp_toolbox as lt  # noqa: E402
 from onnxlrp.errors import OnnxLrpError, OutputExistsError  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "toolbox"
-MODELS = {"mlp": None, "cnn": None, "cnn_strided": (11, 9, 1)}  # name -> --input-shape (None: inferred)
-INPUT_SHAPES = {"mlp": (12,), "cnn": (10, 10, 2), "cnn_strided": (11, 9, 1)}
+# name -> --input-shape (None: inferred)
+MODELS = {"mlp": None, "cnn": None, "cnn_strided": (11, 9, 1), "allconv": None, "xor_legacy": None}
+INPUT_SHAPES = {
+    "mlp": (12,),
+    "cnn": (10, 10, 2),
+    "cnn_strided": (11, 9, 1),
+    "allconv": (14, 14, 1),
+    "xor_legacy": (2,),
+}
 REL_TOL = 1e-5
 
 
@@ -84,6 +91,7 @@ def test_input_shape_inferred_for_square_cnn():
     layers = lt.load_toolbox_model(DATA / "cnn.txt")
     assert lt.infer_input_shape(layers) == (10, 10, 2)
     assert lt.infer_input_shape(lt.load_toolbox_model(DATA / "mlp.txt")) == (12,)
+    assert lt.infer_input_shape(lt.load_toolbox_model(DATA / "allconv.txt")) == (14, 14, 1)
     with pytest.raises(lt.ToolboxFormatError, match="input-shape"):
         lt.infer_input_shape(lt.load_toolbox_model(DATA / "cnn_strided.txt"))
 
@@ -94,9 +102,10 @@ def test_forward_matches_reference(name):
     session = ort.InferenceSession(_convert(name).SerializeToString(), providers=["CPUExecutionProvider"])
     outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"input": x}), strict=True))
     logits, probs = ref.Net(_ref_layers(name)).forward(x)
-    assert _rel_err(outputs["logits"], logits) < REL_TOL
+    # a final 1x1 spatial output (all-conv nets) is flattened: the toolbox's is (N, 1, 1, n)
+    assert _rel_err(outputs["logits"], logits.reshape(outputs["logits"].shape)) < REL_TOL
     if probs is not None:
-        assert np.abs(outputs["probabilities"] - probs).max() < 1e-6
+        assert np.abs(outputs["probabilities"] - probs.reshape(outputs["probabilities"].shape)).max() < 1e-6
     else:
         assert "probabilities" not in outputs
 
@@ -215,7 +224,7 @@ def test_relevance_matches_toolbox_reference(name, rule_id):
     logits, _ = net.forward(x)
     expected = net.lrp(net.seed(), tb_rule, tb_param)
     assert result["relevance"].shape == x.shape
-    assert _rel_err(result["logits"], logits) < REL_TOL
+    assert _rel_err(result["logits"], logits.reshape(result["logits"].shape)) < REL_TOL
     err = _rel_err(result["relevance"], expected)
     assert err < REL_TOL, f"{name} {rule_id}: max |diff| / max |R| = {err:.2e}"
 

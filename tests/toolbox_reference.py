@@ -47,9 +47,12 @@ def read_model(path) -> list[dict]:
         layer = {"kind": kind, "params": params}
         if kind in ("Linear", "Convolution"):
             shape = params[:2] if kind == "Linear" else params[:4]
-            w = np.array(lines[k], dtype=np.float64)
-            b = np.array(lines[k + 1], dtype=np.float64)
-            k += 2
+            n_rows = params[0] if kind == "Linear" and len(lines[k]) != params[0] * params[1] else 1
+            w = np.array(
+                [v for row in lines[k : k + n_rows] for v in row], dtype=np.float64
+            )  # legacy: m rows
+            b = np.array(lines[k + n_rows], dtype=np.float64)
+            k += n_rows + 1
             # the importer stores float32: use the same values
             layer["W"] = w.reshape(shape).astype(np.float32).astype(np.float64)
             layer["B"] = b.astype(np.float32).astype(np.float64)

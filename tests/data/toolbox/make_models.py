@@ -30,7 +30,21 @@ MODELS = {
         "Flatten",
         "Linear 18 4",
     ],
+    # an all-convolutional LeNet-like net whose output is 1x1x5 (input 14x14x1, inferred)
+    "allconv.txt": [
+        "Convolution 3 3 1 4 1 1",
+        "Rect",
+        "SumPool 2 2 2 2",
+        "Convolution 3 3 4 6 1 1",
+        "Rect",
+        "SumPool 2 2 2 2",
+        "Convolution 2 2 6 5 1 1",
+        "SoftMax",
+    ],
+    # the toolbox's legacy text format: Linear weights as m lines of n values
+    "xor_legacy.txt": ["Linear 2 3", "Tanh", "Linear 3 3", "Tanh", "Linear 3 2", "SoftMax"],
 }
+LEGACY = {"xor_legacy.txt"}
 
 
 def fmt(values):
@@ -47,7 +61,9 @@ def main():
             p = [int(v) for v in p]
             if kind == "Linear":
                 m, n = p
-                out += [fmt(rng.normal(0, m**-0.5, (m, n))), fmt(rng.normal(0, 0.2, n))]
+                w = rng.normal(0, m**-0.5, (m, n))
+                rows = [fmt(r) for r in w] if name in LEGACY else [fmt(w)]
+                out += [*rows, fmt(rng.normal(0, 0.2, n))]
             elif kind == "Convolution":
                 h, w, d, n = p[:4]
                 out += [fmt(rng.normal(0, (h * w * d) ** -0.5, (h, w, d, n))), fmt(rng.normal(0, 0.2, n))]
