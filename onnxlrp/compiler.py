@@ -78,6 +78,35 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
+def drop_ceil_mode(info: GraphInfo) -> None:
+    """Rewrite ceil_mode pooling as floor-mode pooling with the end padding that gives the same
+    windows (the runtime's output sizes, from the probe). onnx's shape inference gets some ceil_mode
+    sizes wrong; after this rewrite it agrees with the runtimes, so the relevance graph checks."""
+    for node in info.nodes:
+        if node.op_type not in ("MaxPool", "AveragePool") or not info.attr(node, "ceil_mode", 0):
+            continue
+        if node.op_type == "AveragePool" and info.attr(node, "count_include_pad", 0):
+            continue  # extra padding would change the divisor
+        auto_pad = info.attr(node, "auto_pad", b"NOTSET")
+        if (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) not in ("NOTSET", ""):
+            continue
+        kernel = list(info.attr(node, "kernel_shape"))
+        rank = len(kernel)
+        strides = list(info.attr(node, "strides", [1] * rank))
+        dilations = list(info.attr(node, "dilations", [1] * rank))
+        pads = list(info.attr(node, "pads", [0] * 2 * rank))
+        in_spatial, out_spatial = info.shape(node.input[0])[2:], info.shape(node.output[0])[2:]
+        for i in range(rank):
+            span = (kernel[i] - 1) * dilations[i] + 1
+            pads[rank + i] = max(
+                pads[rank + i], (out_spatial[i] - 1) * strides[i] + span - in_spatial[i] - pads[i]
+            )
+        for attribute in list(node.attribute):
+            if attribute.name in ("ceil_mode", "pads"):
+                node.attribute.remove(attribute)
+        node.attribute.append(helper.make_attribute("pads", pads))
+
+
 def explained_tensor(info: GraphInfo, output: str | None) -> str:
     """The tensor explained: the chosen output, or the input of a trailing Softmax/LogSoftmax."""
     outputs = [o.name for o in info.model.graph.output]
@@ -191,8 +220,31 @@ def _seed(b: GraphBuilder, logits: str, classes: int, mode: str) -> str:
     return b.op("Mul", [logits, mask], hint="seed")
 
 
-def _value_info(name: str, shape: tuple[int, ...], elem_type: int = onnx.TensorProto.FLOAT):
+def _value_info(name: str, shape: tuple, elem_type: int = onnx.TensorProto.FLOAT):
     return helper.make_tensor_value_info(name, elem_type, ["N", *shape[1:]])
+
+
+def _declared_shapes(model: onnx.ModelProto, info: GraphInfo) -> dict[str, tuple]:
+    """Static shapes to declare on outputs. Where onnx's own shape inference disagrees with the
+    runtime (onnx 1.2x gets some ceil_mode pooling sizes wrong), the dimension is left symbolic so
+    that checkers and runtimes both accept the model."""
+    inferred_graph = onnx.shape_inference.infer_shapes(model).graph
+    inferred = [*inferred_graph.value_info, *inferred_graph.output]
+    onnx_dims = {
+        vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+        for vi in inferred
+    }
+    declared = {}
+    for name, shape in info.shapes.items():
+        theirs = onnx_dims.get(name)
+        if theirs is None or len(theirs) != len(shape):
+            declared[name] = shape
+            continue
+        declared[name] = tuple(
+            d if t in (None, d) else f"{name}:dim{i}"
+            for i, (d, t) in enumerate(zip(shape, theirs, strict=True))
+        )
+    return declared
 
 
 def compile(
@@ -223,6 +275,7 @@ def compile(
             f"the model already uses one of the names {TARGET}, {RELEVANCE}, {RELEVANCE_SEED}"
         )
     info = analyse(model)
+    drop_ceil_mode(info)
     explained = start or explained_tensor(info, output)
     if start is not None and start not in info.shapes:
         raise UnsupportedModelError(f"start tensor '{start}' is not a tensor of the model")
@@ -315,6 +368,7 @@ def _assemble(
     expose: list[str],
 ) -> onnx.ModelProto:
     graph = model.graph
+    shapes = _declared_shapes(model, info)
     input_info = next(i for i in graph.input if i.name == info.input_name)
     input_shape = info.shape(info.input_name)
     if expose == ["all"]:
@@ -335,12 +389,12 @@ def _assemble(
         output_infos += list(graph.output)
     else:
         forward_nodes = _ancestors(model, {start} | {n for node in b.nodes for n in node.input})
-        output_infos.append(_value_info(start, info.shape(start)))
+        output_infos.append(_value_info(start, shapes[start]))
     for name in expose:
         b.nodes.append(
             helper.make_node("Identity", [totals[name]], [exposed_name(name)], name=exposed_name(name))
         )
-        output_infos.append(_value_info(exposed_name(name), info.shape(name)))
+        output_infos.append(_value_info(exposed_name(name), shapes[name]))
     del outputs
 
     inputs = list(graph.input)
@@ -349,7 +403,7 @@ def _assemble(
         inputs.append(helper.make_tensor_value_info(TARGET, onnx.TensorProto.INT64, ["N"]))
         initializers.append(onnx.numpy_helper.from_array(np.array([-1], np.int64), TARGET))
     else:
-        inputs.append(_value_info(RELEVANCE_SEED, info.shape(start)))
+        inputs.append(_value_info(RELEVANCE_SEED, shapes[start]))
     new_graph = helper.make_graph(
         forward_nodes + b.nodes, f"{graph.name}_lrp", inputs, output_infos, initializers
     )

@@ -1,0 +1,236 @@
+"""Every operator x every rule on random small layers with random hyper-parameters, against the
+independent numpy reference. Relevance is seeded at the op's output (start=), so each test checks
+exactly one op's rule. Hypothesis runs derandomized: the same examples on every run."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxlrp
+from tests import reference
+
+RULES = [
+    ("epsilon", 0.5),
+    ("lrp0",),
+    ("alphabeta", 2.0, 1.0),
+    ("alphabeta", 3.0, 2.0),
+    ("zplus",),
+    ("gamma", 0.25),
+    ("wsquare",),
+    ("flat",),
+    ("zbox", -1.5, 1.5),
+]
+EXAMPLES = settings(
+    derandomize=True,
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def to_compile_rule(rule: tuple) -> onnxlrp.rules.Rule:
+    name, *params = rule
+    return {
+        "epsilon": lambda: onnxlrp.rules.Epsilon(*params),
+        "lrp0": onnxlrp.rules.LRP0,
+        "alphabeta": lambda: onnxlrp.rules.AlphaBeta(*params),
+        "zplus": onnxlrp.rules.ZPlus,
+        "gamma": lambda: onnxlrp.rules.Gamma(*params),
+        "wsquare": onnxlrp.rules.WSquare,
+        "flat": onnxlrp.rules.Flat,
+        "zbox": lambda: onnxlrp.rules.ZBox(*params),
+    }[name]()
+
+
+def model_of(nodes, x_shape, inits, opset=17) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        "op",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *x_shape[1:]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 9
+    return model
+
+
+def check_against_reference(model: onnx.ModelProto, x: np.ndarray, rule: tuple, seed: int) -> None:
+    compiled = onnxlrp.compile(model, rule=to_compile_rule(rule), start="y")
+    session = onnxlrp.RelevanceSession(compiled)
+    z = reference.reference_forward(model, x.astype(np.float64))["y"]
+    # relevance shaped like real relevance (R_j proportional to z_j), and none on outputs with
+    # |z_j| < 10% of the largest: there LRP-0's R_j / z_j is ill-conditioned, and float32 rounding of
+    # z_j alone (the reference computes in float64) would exceed the tolerance
+    weights = np.random.default_rng(seed).uniform(0.5, 1.5, z.shape) * (np.abs(z) >= 0.1 * np.abs(z).max())
+    relevance_seed = (z * weights).astype(np.float32)
+    got = session.run(x, relevance_seed=relevance_seed)["relevance"]
+    want = reference.reference_lrp(
+        model, x.astype(np.float64), reference.single_rule(rule), start="y", start_seed=relevance_seed
+    )["relevance"]
+    scale = max(np.abs(want).max(), 1e-12)
+    error = np.abs(got - want).max()
+    assert error <= 1e-5 * scale, f"{rule}: max error {error:.3g}, scale {scale:.3g}"
+
+
+rules = st.sampled_from(RULES)
+
+
+@st.composite
+def conv_case(draw):
+    rank = draw(st.sampled_from([1, 2, 2, 2]))
+    group = draw(st.sampled_from([1, 1, 2, 3]))
+    depthwise = draw(st.booleans()) and group > 1
+    c_in = group if depthwise else group * draw(st.integers(1, 2))
+    c_out = group * draw(st.integers(1, 2))
+    kernel = [draw(st.integers(1, 3)) for _ in range(rank)]
+    strides = [draw(st.integers(1, 3)) for _ in range(rank)]
+    dilations = [draw(st.integers(1, 2)) for _ in range(rank)]
+    size = [draw(st.integers(k * d + 1, 9)) for k, d in zip(kernel, dilations, strict=True)]
+    auto_pad = draw(st.sampled_from(["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]))
+    attrs = {"strides": strides, "dilations": dilations, "group": group}
+    if auto_pad == "NOTSET":
+        attrs["pads"] = [draw(st.integers(0, k - 1)) for k in kernel for _ in range(1)] * 2
+    else:
+        attrs["auto_pad"] = auto_pad
+        attrs["dilations"] = [1] * rank  # SAME_* with dilation is not defined consistently by runtimes
+    bias = draw(st.booleans())
+    return rank, c_in, c_out, kernel, size, attrs, bias, draw(st.integers(0, 2**16))
+
+
+@EXAMPLES
+@given(case=conv_case(), rule=rules)
+def test_conv(case, rule):
+    rank, c_in, c_out, kernel, size, attrs, bias, seed = case
+    rng = np.random.default_rng(seed)
+    inits = {"w": rng.standard_normal((c_out, c_in // attrs["group"], *kernel))}
+    inputs = ["x", "w"]
+    if bias:
+        inits["b"] = rng.standard_normal(c_out)
+        inputs.append("b")
+    model = model_of([helper.make_node("Conv", inputs, ["y"], name="conv", **attrs)], (2, c_in, *size), inits)
+    x = rng.uniform(-1, 1, (2, c_in, *size)).astype(np.float32)
+    check_against_reference(model, x, rule, seed)
+
+
+@EXAMPLES
+@given(
+    trans_a=st.booleans(),
+    trans_b=st.booleans(),
+    alpha=st.sampled_from([1.0, 0.5, 2.0]),
+    beta=st.sampled_from([1.0, 0.3]),
+    bias=st.sampled_from(["none", "vector", "row"]),
+    k=st.integers(1, 6),
+    n=st.integers(1, 5),
+    rule=rules,
+    seed=st.integers(0, 2**16),
+)
+def test_gemm(trans_a, trans_b, alpha, beta, bias, k, n, rule, seed):
+    rng = np.random.default_rng(seed)
+    batch = 3
+    w = rng.standard_normal((n, k) if trans_b else (k, n))
+    inits, inputs = {"w": w}, ["xt" if trans_a else "x", "w"]
+    nodes = []
+    if trans_a:  # the activation arrives transposed: Gemm reads x^T
+        nodes.append(helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0], name="t"))
+    if bias != "none":
+        inits["c"] = rng.standard_normal((n,) if bias == "vector" else (1, n))
+        inputs.append("c")
+    nodes.append(
+        helper.make_node(
+            "Gemm",
+            inputs,
+            ["y"],
+            name="gemm",
+            alpha=alpha,
+            beta=beta,
+            transA=int(trans_a),
+            transB=int(trans_b),
+        )
+    )
+    x = rng.uniform(-1, 1, (batch, k)).astype(np.float32)
+    check_against_reference(model_of(nodes, (batch, k), inits), x, rule, seed)
+
+
+@EXAMPLES
+@given(k=st.integers(1, 6), n=st.integers(1, 5), bias=st.booleans(), rule=rules, seed=st.integers(0, 2**16))
+def test_matmul_with_bias_add(k, n, bias, rule, seed):
+    rng = np.random.default_rng(seed)
+    inits = {"w": rng.standard_normal((k, n))}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["z" if bias else "y"], name="matmul")]
+    if bias:
+        inits["b"] = rng.standard_normal(n)
+        nodes.append(helper.make_node("Add", ["z", "b"], ["y"], name="bias_add"))
+    x = rng.uniform(-1, 1, (3, k)).astype(np.float32)
+    check_against_reference(model_of(nodes, (3, k), inits), x, rule, seed)
+
+
+@st.composite
+def pool_case(draw):
+    kernel = [draw(st.integers(1, 3)) for _ in range(2)]
+    strides = [draw(st.integers(1, 3)) for _ in range(2)]
+    pads = [draw(st.integers(0, k - 1)) for k in kernel] * 2
+    size = [draw(st.integers(k + 1, 9)) for k in kernel]
+    ceil_mode = draw(st.integers(0, 1))
+    return kernel, strides, pads, size, ceil_mode, draw(st.integers(0, 2**16))
+
+
+@EXAMPLES
+@given(case=pool_case(), count_include_pad=st.integers(0, 1), rule=rules)
+def test_average_pool(case, count_include_pad, rule):
+    kernel, strides, pads, size, ceil_mode, seed = case
+    node = helper.make_node(
+        "AveragePool",
+        ["x"],
+        ["y"],
+        name="pool",
+        kernel_shape=kernel,
+        strides=strides,
+        pads=pads,
+        ceil_mode=ceil_mode,
+        count_include_pad=count_include_pad,
+    )
+    x = np.random.default_rng(seed).uniform(-1, 1, (2, 3, *size)).astype(np.float32)
+    check_against_reference(model_of([node], x.shape, {}), x, rule, seed)
+
+
+@EXAMPLES
+@given(case=pool_case(), dilation=st.integers(1, 2))
+def test_max_pool(case, dilation):
+    kernel, strides, pads, size, ceil_mode, seed = case
+    size = [s + (k - 1) * (dilation - 1) for s, k in zip(size, kernel, strict=True)]
+    node = helper.make_node(
+        "MaxPool",
+        ["x"],
+        ["y"],
+        name="pool",
+        kernel_shape=kernel,
+        strides=strides,
+        pads=pads,
+        ceil_mode=ceil_mode,
+        dilations=[dilation] * 2,
+    )
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (2, 3, *size)).astype(np.float32)
+    x[0, 0, :2, :2] = 0.5  # ties: all relevance goes to the first maximum
+    check_against_reference(model_of([node], x.shape, {}), x, ("lrp0",), seed)
+
+
+@settings(derandomize=True, max_examples=10, deadline=None)
+@given(rule=rules, seed=st.integers(0, 2**16))
+def test_global_average_pool(rule, seed):
+    x = np.random.default_rng(seed).uniform(-1, 1, (2, 3, 4, 5)).astype(np.float32)
+    node = helper.make_node("GlobalAveragePool", ["x"], ["y"], name="gap")
+    check_against_reference(model_of([node], x.shape, {}), x, rule, seed)
+
+
+def test_global_max_pool_ties_go_to_first():
+    x = np.zeros((1, 2, 3, 3), np.float32)
+    x[0, 0, 1, 1] = x[0, 0, 2, 2] = 1.0
+    x[0, 1] = np.arange(9).reshape(3, 3)
+    node = helper.make_node("GlobalMaxPool", ["x"], ["y"], name="gmp")
+    check_against_reference(model_of([node], x.shape, {}), x, ("lrp0",), 0)
