@@ -110,6 +110,21 @@ def test_forward_matches_reference(name):
         assert "probabilities" not in outputs
 
 
+def test_mlp_with_an_image_input_shape_flattens_nhwc():
+    """--input-shape H W D on a Linear-first model: the NHWC input is flattened in the toolbox's order."""
+    x = _inputs("mlp")
+    flat = _run_logits(_convert("mlp"), x)
+    image = _run_logits(
+        lt.toolbox_to_onnx(lt.load_toolbox_model(DATA / "mlp.txt"), (2, 2, 3)), x.reshape(-1, 2, 2, 3)
+    )
+    np.testing.assert_allclose(image, flat, rtol=1e-6, atol=1e-6)
+
+
+def _run_logits(model, x):
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"input": x})[0]
+
+
 def test_sumpool_is_a_ones_conv_then_constant_mul():
     model = _convert("cnn")
     ops = [n.op_type for n in model.graph.node]
