@@ -105,7 +105,7 @@ def conv_case(draw):
 @EXAMPLES
 @given(case=conv_case(), rule=rules)
 def test_conv(case, rule):
-    rank, c_in, c_out, kernel, size, attrs, bias, seed = case
+    _, c_in, c_out, kernel, size, attrs, bias, seed = case
     rng = np.random.default_rng(seed)
     inits = {"w": rng.standard_normal((c_out, c_in // attrs["group"], *kernel))}
     inputs = ["x", "w"]
