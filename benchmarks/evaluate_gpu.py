@@ -93,6 +93,15 @@ def prepare(args) -> None:
     print(f"{name}: relevance of {len(scores)} methods for {len(x)} images in {time.time() - t0:.0f}s")
 
 
+def inputs(args) -> None:
+    """Preprocessed test inputs and labels of a zoo model's data set, for the device run."""
+    _, zoo_model = ev.resolve_model(args.model)
+    x, labels, idx = ev.load_dataset(args.data, zoo_model, n=args.n)
+    Path(args.file).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(args.file, x=x, labels=labels if labels is not None else np.zeros(0), indices=idx)
+    print(args.file, x.shape)
+
+
 def torch_forward(model_path: str, device: str):
     """numpy [B, C, H, W] -> logits, by interpreting the ONNX graph with torch ops."""
     import torch
@@ -245,10 +254,114 @@ def curves(args) -> None:
     (out / "curves_log.json").write_text(json.dumps(log, indent=1))
 
 
+def device(args) -> None:
+    """On the GPU machine: relevance (onnxruntime, its CPUs) and curves (torch, CUDA) per model.
+
+    Writes ``<model>.npz`` (targets, logits, labels, meta, scores::<method>, curves::<method>) per
+    model as soon as that model is done; methods not started before ``--deadline`` seconds are skipped.
+    """
+    import torch
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    log = {"device": torch.cuda.get_device_name(0) if dev == "cuda" else "cpu", "models": {}}
+    for model_path in args.models:
+        name = Path(model_path).stem
+        inputs = np.load(Path(args.inputs_dir) / args.inputs[name])
+        x = np.ascontiguousarray(inputs["x"][: args.n], dtype=np.float32)
+        labels = inputs["labels"][: args.n]
+        ort_fwd = ev.onnx_forward(model_path)
+        logits = np.concatenate([ort_fwd(x[i : i + 256]) for i in range(0, len(x), 256)])
+        targets = logits.argmax(axis=1)
+        fwd = torch_forward(model_path, dev)
+        clean = np.concatenate([fwd(x[i : i + 4096]) for i in range(0, len(x), 4096)])
+        value_range = ev.data_range(x)
+        low, high = float(np.min(value_range[0])), float(np.max(value_range[1]))
+        arrays, alias, timings, notes, skipped, done, order = {}, {}, {}, [], [], {}, []
+        for spec in args.method or list(ev.DEFAULT_METHODS + ev.BASELINES):
+            m = ev.parse_method(spec)
+            order.append(m.label)
+            key = "lrp0" if m.kind == "gradxinput" else m.label
+            if key in done:
+                alias[m.label] = done[key]
+                continue
+            if time.time() - t_start > args.deadline:
+                skipped.append(m.label)
+                continue
+            t0 = time.time()
+            sc, nt = ev.method_region_scores(
+                model_path,
+                x,
+                targets,
+                [m],
+                region=args.region,
+                batch_size=args.rel_batch,
+                seed=args.seed,
+                low=low,
+                high=high,
+            )
+            t1 = time.time()
+            cur = ev.perturbation_curve(
+                fwd,
+                x,
+                sc[m.label],
+                targets,
+                region=args.region,
+                steps=args.steps,
+                perturbation=args.perturbation,
+                order=args.order,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                value_range=value_range,
+            )
+            arrays[f"scores::{m.label}"] = sc[m.label]
+            arrays[f"curves::{m.label}"] = cur
+            done[key] = m.label
+            notes += nt
+            timings[m.label] = {"relevance_s": round(t1 - t0, 2), "curves_s": round(time.time() - t1, 2)}
+            print(name, m.label, timings[m.label], f"aopc={ev.aopc(cur)[0]:.4f}", flush=True)
+        meta = {
+            "model": name,
+            "model_path": str(model_path),
+            "data": args.inputs[name].split("_")[0],
+            "region": args.region,
+            "steps": args.steps,
+            "seed": args.seed,
+            "perturbation": args.perturbation,
+            "order": args.order,
+            "value_range": [v.tolist() for v in value_range],
+            "labels_used": [lb for lb in order if f"scores::{lb}" in arrays or lb in alias],
+            "alias": alias,
+            "notes": notes,
+            "skipped": skipped,
+            "timings": timings,
+            "forward_check": {
+                "max_abs_logit_diff_torch_vs_onnxruntime": float(np.abs(clean - logits).max()),
+                "argmax_agreement": float((clean.argmax(1) == targets).mean()),
+            },
+        }
+        np.savez(
+            out / f"{name}.npz",
+            targets=targets,
+            logits=logits,
+            labels=labels,
+            meta=json.dumps(meta),
+            **arrays,
+        )
+        log["models"][name] = {k: meta[k] for k in ("skipped", "timings", "forward_check")}
+        (out / "device_log.json").write_text(json.dumps(log, indent=1))
+        print(name, "done", meta["forward_check"], f"{time.time() - t_start:.0f}s", flush=True)
+
+
 def finish(args) -> None:
-    src = Path(args.dir)
-    d = np.load(src / f"{args.model}.npz")
-    c = np.load(Path(args.curves) / f"curves_{args.model}.npz")
+    combined = Path(args.curves) / f"{args.model}.npz"
+    if combined.exists():  # written by `device`: scores, curves and meta in one file
+        d = c = np.load(combined)
+    else:
+        d = np.load(Path(args.dir) / f"{args.model}.npz")
+        c = np.load(Path(args.curves) / f"curves_{args.model}.npz")
     meta = json.loads(str(d["meta"]))
     curves_by = {}
     for label in meta["labels_used"]:
@@ -257,6 +370,8 @@ def finish(args) -> None:
     labels = d["labels"] if d["labels"].size else None
     s = {
         "region": meta["region"],
+        "timings": meta.get("timings"),
+        "skipped": meta.get("skipped"),
         "steps": int(next(iter(curves_by.values())).shape[1] - 1),
         "perturbation": meta["perturbation"],
         "order": meta["order"],
@@ -266,10 +381,12 @@ def finish(args) -> None:
         "blur_sigma": None,
         "target": "predicted class of the clean image",
         "forward": "perturbed forwards by a torch interpreter of the ONNX graph on the GPU machine",
-        "relevance_seconds": meta["relevance_seconds"],
+        "relevance_seconds": meta.get("relevance_seconds"),
     }
     log_path = Path(args.curves) / "curves_log.json"
-    if log_path.exists():
+    if "forward_check" in meta:
+        s["forward_check"] = meta["forward_check"]
+    elif log_path.exists():
         s["forward_check"] = json.loads(log_path.read_text()).get(args.model)
     accuracy = float((d["targets"] == labels).mean()) if labels is not None else None
     result = ev.EvaluationResult(args.model, meta["data"], curves_by, s, accuracy, meta["notes"])
@@ -299,6 +416,28 @@ def main() -> None:
     b.add_argument("--out", required=True)
     b.add_argument("--batch-size", type=int, default=8192)
     b.set_defaults(func=curves)
+    i = sub.add_parser("inputs")
+    i.add_argument("model")
+    i.add_argument("data")
+    i.add_argument("file")
+    i.add_argument("--n", type=int, default=1000)
+    i.set_defaults(func=inputs)
+    e = sub.add_parser("device")
+    e.add_argument("models", nargs="+", help=".onnx paths")
+    e.add_argument("--inputs-dir", default="out/gpu_in")
+    e.add_argument("--inputs", required=True, help='JSON {"model": "x file (npz with x, labels)"}')
+    e.add_argument("--out", required=True)
+    e.add_argument("--n", type=int, default=1000)
+    e.add_argument("--method", action="append", default=[])
+    e.add_argument("--region", type=int, default=4)
+    e.add_argument("--steps", type=int, default=None)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--perturbation", default="uniform")
+    e.add_argument("--order", default="morf")
+    e.add_argument("--batch-size", type=int, default=8192)
+    e.add_argument("--rel-batch", type=int, default=100)
+    e.add_argument("--deadline", type=float, default=480.0, help="seconds; later methods are skipped")
+    e.set_defaults(func=device)
     c = sub.add_parser("finish")
     c.add_argument("model")
     c.add_argument("--dir", default="out/gpu_in")
@@ -306,6 +445,8 @@ def main() -> None:
     c.add_argument("--out", required=True)
     c.set_defaults(func=finish)
     args = p.parse_args()
+    if getattr(args, "inputs", None) and isinstance(args.inputs, str):
+        args.inputs = json.loads(args.inputs)
     args.func(args)
 
 
