@@ -827,12 +827,13 @@ def plot_curves(results: EvaluationResult | Sequence[EvaluationResult], path: st
             drop = (curves[:, :1] - curves).mean(axis=0)
             mean, se = curves.aopc_se if isinstance(curves, _SummaryCurves) else aopc(curves)
             style = "--" if label in ("random", "gradxinput") else "-"
-            ax.plot(np.arange(len(drop)), drop, style, label=f"{label} ({mean:.2f}±{se:.2f})", lw=1.4)
+            ax.plot(np.arange(len(drop)), drop, style, label=f"{label} ({mean:.3g}±{se:.2g})", lw=1.4)
         s = res.settings
         acc = f", acc {res.accuracy:.3f}" if res.accuracy is not None else ""
         ax.set_title(f"{res.model} on {res.data} (n={s['n']}{acc}, {s['order'].upper()})", fontsize=9)
         ax.set_xlabel(f"perturbation steps ({s['region']}x{s['region']} regions, {s['perturbation']})")
         ax.set_ylabel("f(x⁰) − f(xᵏ), mean over images")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, title="method (AOPC±SE)", title_fontsize=7)
     fig.tight_layout()
