@@ -17,7 +17,7 @@ from onnx import helper, version_converter
 from onnxlrp.builder import GraphBuilder
 from onnxlrp.composites import assign_rules
 from onnxlrp.errors import ModelLoadError, UnsupportedModelError
-from onnxlrp.folding import fold_batchnorms
+from onnxlrp.folding import absorb_bias_adds, fold_batchnorms
 from onnxlrp.graph import GraphInfo, analyse, data_input
 from onnxlrp.loading import ModelLike, load_model
 from onnxlrp.ops import LINEAR_KINDS, REGISTRY, EmitContext, carried_inputs, spec_for
@@ -67,6 +67,7 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
             raise ModelLoadError(
                 f"cannot convert the model from opset {_opset(model)} to {MIN_OPSET}: {error}"
             ) from None
+    absorb_bias_adds(copy)
     fold_batchnorms(copy)
     seen: set[str] = set()
     for index, node in enumerate(copy.graph.node):
@@ -186,6 +187,20 @@ def refuse_unsupported(unsupported: list[onnx.NodeProto]) -> None:
         )
 
 
+def rule_takers(info: GraphInfo, path: list[onnx.NodeProto]) -> dict[str, tuple[str, str]]:
+    """Nodes on the path that take a rule: linear layers, and sums of several activations."""
+    takers = {}
+    for node in path:
+        spec = spec_for(node.op_type)
+        if spec is None:
+            continue
+        if spec.kind in LINEAR_KINDS:
+            takers[node.name] = (node.op_type, spec.kind)
+        elif spec.kind == "merge" and len(carried_inputs(spec, node, info)) > 1:
+            takers[node.name] = (node.op_type, "sum")
+    return takers
+
+
 def first_layers(info: GraphInfo) -> set[str]:
     """Linear layers reached from the model input without passing another linear layer."""
     first, frontier, visited = set(), [info.input_name], set()
@@ -281,11 +296,7 @@ def compile(
         raise UnsupportedModelError(f"start tensor '{start}' is not a tensor of the model")
     path, unsupported = relevance_path(info, explained)
     refuse_unsupported(unsupported)
-    layers = {
-        n.name: (n.op_type, spec_for(n.op_type).kind)
-        for n in path
-        if spec_for(n.op_type).kind in LINEAR_KINDS
-    }
+    layers = rule_takers(info, path)
     params = {
         "epsilon": epsilon,
         "alpha": alpha,

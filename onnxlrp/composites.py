@@ -1,7 +1,8 @@
 """Composites: which rule each linear layer gets.
 
 Layer kinds come from the op registry: "conv" (Conv, ConvTranspose), "dense" (Gemm, MatMul),
-"avgpool" (AveragePool, GlobalAveragePool) and "affine" (a BatchNormalization that was not folded).
+"avgpool" (AveragePool, GlobalAveragePool), "affine" (a BatchNormalization that was not folded) and
+"sum" (Add/Sum/Sub of several activations, e.g. residual connections).
 Precedence: rules_by_name > rules_by_type > first_rule (first layers) > rule or composite.
 """
 
@@ -38,7 +39,7 @@ def composite_rules(
     stab = DEFAULT_STABILIZER if stabilizer is None else stabilizer
     if key == "epsilon":
         rule = Epsilon(1.0 if epsilon is None else epsilon)
-        return {"conv": rule, "dense": rule, "avgpool": rule, "affine": rule}, None
+        return {"conv": rule, "dense": rule, "avgpool": rule, "affine": rule, "sum": rule}, None
     if key not in COMPOSITES:
         raise ValueError(f"unknown composite '{name}'; known: {', '.join(COMPOSITES)}")
     dense = Epsilon(1e-6 if epsilon is None else epsilon)
@@ -53,7 +54,7 @@ def composite_rules(
         "epsilon-plus-flat": Flat(stab),
         "epsilon-gamma-box": ZBox(-1.0 if low is None else low, 1.0 if high is None else high, stab),
     }.get(key)
-    return {"conv": conv, "dense": dense, "avgpool": norm, "affine": norm}, first
+    return {"conv": conv, "dense": dense, "avgpool": norm, "affine": norm, "sum": norm}, first
 
 
 def assign_rules(
@@ -73,6 +74,9 @@ def assign_rules(
     if rule is not None:
         single = make_rule(rule, **params)
         by_kind, first = dict.fromkeys(("conv", "dense", "avgpool", "affine"), single), None
+        # a sum of activations has no weights: epsilon-type rules apply as they are, others as Norm
+        stab = DEFAULT_STABILIZER if params.get("stabilizer") is None else params["stabilizer"]
+        by_kind["sum"] = single if isinstance(single, Epsilon) else Epsilon(stab)
     else:
         composite_params = {k: params.get(k) for k in ("epsilon", "gamma", "low", "high", "stabilizer")}
         by_kind, first = composite_rules(composite or "epsilon", **composite_params)

@@ -30,6 +30,56 @@ def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
     node.attribute.append(helper.make_attribute(name, value))
 
 
+def absorb_bias_adds(model: onnx.ModelProto) -> int:
+    """Conv + Add(per-channel constant) -> Conv with that bias (tf2onnx writes BiasAdd this way), so a
+    BatchNormalization after the Add can fold into the Conv. Returns how many were absorbed."""
+    graph = model.graph
+    inits = _initializers(model)
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    producers = {out: node for node in graph.node for out in node.output}
+    outputs = {o.name for o in graph.output}
+    absorbed = []
+    for add in graph.node:
+        if add.op_type != "Add":
+            continue
+        for own, other in ((0, 1), (1, 0)):
+            conv = producers.get(add.input[own])
+            if (
+                conv is None
+                or conv.op_type != "Conv"
+                or add.input[other] not in inits
+                or consumers.get(add.input[own], 0) != 1
+                or add.input[own] in outputs
+                or conv.input[1] not in inits
+            ):
+                continue
+            if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits:
+                continue
+            w = numpy_helper.to_array(inits[conv.input[1]])
+            c = numpy_helper.to_array(inits[add.input[other]])
+            rank = w.ndim
+            per_channel = c.ndim <= rank and all(d == 1 for i, d in enumerate(c.shape[::-1]) if i != rank - 2)
+            if not per_channel or c.size not in (1, w.shape[0]):
+                continue
+            bias = (
+                numpy_helper.to_array(inits[conv.input[2]]) if len(conv.input) > 2 and conv.input[2] else 0.0
+            )
+            new_b = _new_init(
+                model, conv.name or "bias", np.broadcast_to(bias + c.reshape(-1), (w.shape[0],)), w.dtype
+            )
+            del conv.input[2:]
+            conv.input.append(new_b)
+            conv.output[0] = add.output[0]
+            absorbed.append(add)
+            break
+    for add in absorbed:
+        graph.node.remove(add)
+    return len(absorbed)
+
+
 def fold_batchnorms(model: onnx.ModelProto) -> int:
     """Fold every foldable BatchNormalization in place; returns how many were folded."""
     graph = model.graph

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onnxlrp.compiler import canonicalize, explained_tensor, first_layers, relevance_path
+from onnxlrp.compiler import canonicalize, explained_tensor, first_layers, relevance_path, rule_takers
 from onnxlrp.composites import assign_rules
 from onnxlrp.graph import analyse
 from onnxlrp.loading import ModelLike, load_model
-from onnxlrp.ops import LINEAR_KINDS, spec_for
+from onnxlrp.ops import spec_for
 
 
 @dataclass
@@ -30,11 +30,7 @@ def inspect_model(
     info = analyse(canonicalize(load_model(model)))
     path, _ = relevance_path(info, start or explained_tensor(info, output))
     on_path = {node.name for node in path}
-    layers = {
-        n.name: (n.op_type, spec_for(n.op_type).kind)
-        for n in path
-        if spec_for(n.op_type) is not None and spec_for(n.op_type).kind in LINEAR_KINDS
-    }
+    layers = rule_takers(info, path)
     rules = assign_rules(layers, first_layers(info), **rule_options)
     reports = []
     for node in info.nodes:

@@ -9,8 +9,6 @@ import onnx
 
 from onnxlrp.ops import EmitContext, register
 
-SUM_STABILIZER = 1e-6
-
 
 @register(
     "Relu",
@@ -38,7 +36,8 @@ def emit_passthrough(ctx: EmitContext, node: onnx.NodeProto, relevance: list) ->
 def emit_arithmetic(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     """With one input from the data path (x op constant): relevance passes to it unchanged; a bias
     Add fused into the linear layer before it is such a case. With several (residual Add, Sum, Sub):
-    R_k = x_k * R / stab(sum of x_k), each reduced back to its input's broadcast shape."""
+    R_k = x_k * R / stab(sum of x_k, eps), eps from the node's epsilon-type rule (see composites),
+    each reduced back to its input's broadcast shape."""
     from onnxlrp.ops import carried_inputs, spec_for
 
     dynamic = carried_inputs(spec_for(node.op_type), node, ctx.info)
@@ -54,7 +53,7 @@ def emit_arithmetic(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> 
     terms = [node.input[i] for i in dynamic]
     if node.op_type == "Sub":
         terms[1] = b.op("Neg", [terms[1]])
-    s = b.div(relevance[0], b.stabilize(node.output[0], SUM_STABILIZER, like=relevance[0]))
+    s = b.div(relevance[0], b.stabilize(node.output[0], ctx.rule.epsilon, like=relevance[0]))
     out_shape = ctx.info.shape(node.output[0])
     result = {}
     for index, term in zip(dynamic, terms, strict=True):
