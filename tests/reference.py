@@ -996,8 +996,15 @@ def reference_lrp(
     start_seed: np.ndarray | None = None,
     output: str | None = None,
     fold_batchnorm: bool = False,
+    constant_arith: str = "pass",
 ) -> dict[str, np.ndarray]:
     """Run the forward pass in numpy, seed the relevance and propagate it backwards node by node.
+
+    fold_batchnorm: fold a BatchNormalization into the Conv before it (otherwise it is an affine
+    layer y = a x + c that gets its own rule). constant_arith: Add/Sub/Mul/Div of an activation and
+    a constant (not fused as a bias into the Conv/Gemm/MatMul before it) pass the relevance through
+    unchanged ("pass", LRP-0 of a diagonal layer for Mul/Div) or are affine layers with their
+    node's rule ("affine").
 
     Returns {"relevance": R of the model input, "relevance:<t>": R of every tensor that got
     relevance, "logits": the explained outputs (input of a trailing Softmax/LogSoftmax),
@@ -1029,17 +1036,29 @@ def reference_lrp(
         skipped.add(id(p))
     logits = vals[logits_name]
 
-    # MatMul followed by an Add of a constant: one linear layer with a bias
-    fused_bias: dict[int, tuple] = {}  # id(Add) -> (MatMul node, bias)
-    fused_matmul: set[int] = set()
+    # Conv/Gemm/MatMul followed by an Add of a constant (read only by that Add): the constant is
+    # the layer's bias (for a Conv only when it is per output channel). The Add passes R through.
+    fused_add: set[int] = set()
+    extra_bias: dict[int, np.ndarray] = {}  # id(linear node) -> constant added to its output
     for n in g.node:
-        if n.op_type == "MatMul" and len(consumers.get(n.output[0], [])) == 1:
-            c = consumers[n.output[0]][0]
-            if c.op_type == "Add" and n.output[0] != out_name:
-                other = c.input[1] if c.input[0] == n.output[0] else c.input[0]
-                if not is_act(other):
-                    fused_bias[id(c)] = (n, vals[other])
-                    fused_matmul.add(id(n))
+        if n.op_type not in ("Conv", "Gemm", "MatMul") or len(consumers.get(n.output[0], [])) != 1:
+            continue
+        c = consumers[n.output[0]][0]
+        if c.op_type != "Add" or n.output[0] == out_name or len(c.input) != 2:
+            continue
+        other = c.input[1] if c.input[0] == n.output[0] else c.input[0]
+        if is_act(other):
+            continue
+        k = np.asarray(vals[other], np.float64)
+        if n.op_type == "Conv":
+            out_rank = np.ndim(vals[n.output[0]])
+            if k.ndim > out_rank or k.size not in (1, np.shape(vals[n.output[0]])[1]):
+                continue
+            if any(d != 1 for i, d in enumerate(k.shape[::-1]) if i != out_rank - 2):
+                continue
+            k = np.broadcast_to(k.reshape(-1), (np.shape(vals[n.output[0]])[1],))
+        fused_add.add(id(c))
+        extra_bias[id(n)] = k
 
     rel: dict[str, np.ndarray] = {}
     if start is None:
@@ -1082,23 +1101,24 @@ def reference_lrp(
         if op == "Conv":
             r = rule_of(n, ins[0])
             xin = vals[ins[0]]
-            b = vals[ins[2]] if len(ins) > 2 and ins[2] else None
+            b = np.asarray(vals[ins[2]], np.float64) if len(ins) > 2 and ins[2] else None
+            if id(n) in extra_bias:
+                b = extra_bias[id(n)] if b is None else b + extra_bias[id(n)]
             add_rel(ins[0], conv_lrp(xin, vals[ins[1]], b, R, r, **_conv_kwargs(at)))
         elif op == "Gemm":
             if not is_act(ins[0]) or is_act(ins[1]):
                 raise NotImplementedError(f"Gemm {n.name!r}: only A may be the activation")
             r = rule_of(n, ins[0])
             xx, W, bias = _gemm_args(n, vals, at)
+            if id(n) in extra_bias:
+                bias = bias + np.broadcast_to(extra_bias[id(n)], bias.shape)
             rx = dense_lrp(xx, W, bias, R, r)
             add_rel(ins[0], rx.T if at.get("transA", 0) else rx)
         elif op == "MatMul":
-            if id(n) in fused_matmul:
-                continue  # handled at its Add
-            add_rel(ins[0], _matmul_lrp(n, vals, R, None, rule_of(n, ins[0]), is_act))
-        elif op == "Add" and id(n) in fused_bias:
-            mm, bias = fused_bias[id(n)]
-            rel[mm.output[0]] = R  # the bias is part of the layer: the MatMul output carries R
-            add_rel(mm.input[0], _matmul_lrp(mm, vals, R, bias, rule_of(mm, mm.input[0]), is_act))
+            r = rule_of(n, ins[0])
+            add_rel(ins[0], _matmul_lrp(n, vals, R, extra_bias.get(id(n)), r, is_act))
+        elif op == "Add" and id(n) in fused_add:
+            add_rel(act_ins[0], R)  # the bias is part of the layer before
         elif op == "AveragePool":
             add_rel(ins[0], avgpool_lrp(vals[ins[0]], R, rule_of(n, ins[0]), **_pool_kwargs(at, True)))
         elif op == "GlobalAveragePool":
@@ -1129,8 +1149,11 @@ def reference_lrp(
             for i, ri in zip(ins, sum_lrp([vals[i] for i in ins], signs, R, r), strict=True):
                 add_rel(i, ri)
         elif op in ("Add", "Sub", "Mul", "Div") and len(act_ins) == 1:
-            a, c, xi = _affine_const(n, vals, is_act)
-            add_rel(xi, elementwise_affine_lrp(vals[xi], a, c, R, rule_of(n, xi)))
+            if constant_arith == "affine":
+                a, c, xi = _affine_const(n, vals, is_act)
+                add_rel(xi, elementwise_affine_lrp(vals[xi], a, c, R, rule_of(n, xi)))
+            else:
+                add_rel(act_ins[0], _unbroadcast(R, np.shape(vals[act_ins[0]])))
         elif op in ("Softmax", "LogSoftmax"):
             raise NotImplementedError(f"{op} {n.name!r} inside the graph: only a trailing one is skipped")
         else:
@@ -1186,8 +1209,8 @@ def composite_rule_for_node(
         if name == "epsilon":
             return ("epsilon", 1.0 if epsilon is None else epsilon)
         dense_eps = STABILIZER if epsilon is None else epsilon
-        if op in AVGPOOL_OPS or op in _AFFINE_OPS - {"BatchNormalization"}:
-            return ("epsilon", STABILIZER)
+        if op in AVGPOOL_OPS or op in _AFFINE_OPS:
+            return ("epsilon", STABILIZER)  # zennit's Norm rule
         if is_first and op in CONV_OPS | DENSE_OPS:
             if name == "epsilon-plus-flat":
                 return ("flat",)
@@ -1200,7 +1223,7 @@ def composite_rule_for_node(
                 "epsilon-alpha2-beta1": ("alphabeta", 2.0, 1.0),
                 "epsilon-gamma-box": ("gamma", 0.25),
             }[name]
-        return ("epsilon", dense_eps)  # dense and BatchNormalization
+        return ("epsilon", dense_eps)  # dense
 
     return rule_for_node
 

@@ -729,3 +729,62 @@ def test_resnet_like_runs_all_rules_in_float64(rule):
     assert res["relevance"].shape == x.shape and np.isfinite(res["relevance"]).all()
     assert res["relevance"].dtype == np.float64
     assert all(np.isfinite(v).all() for k, v in res.items() if k.startswith("relevance"))
+
+
+def _graph_model(nodes, inits, x_shape, y_name="y"):
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+        [helper.make_tensor_value_info(y_name, TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = IR_VERSION
+    return m
+
+
+def test_bias_add_after_conv_and_gemm_is_the_layer_bias(rng):
+    W = rng.normal(size=(4, 3, 3, 3))
+    c = rng.normal(size=(1, 4, 1, 1))
+    G = rng.normal(size=(5, 4 * 6 * 6))
+    d = rng.normal(size=(5,))
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["cv"], name="conv", kernel_shape=[3, 3]),
+        helper.make_node("Add", ["c", "cv"], ["z"], name="bias"),
+        helper.make_node("Relu", ["z"], ["a"], name="relu"),
+        helper.make_node("Mul", ["a", "two"], ["m"], name="scale"),  # a constant scale: pass-through
+        helper.make_node("Flatten", ["m"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "G"], ["g0"], name="gemm", transB=1),
+        helper.make_node("Add", ["g0", "d"], ["y"], name="bias2"),
+    ]
+    inits = {"W": W, "c": c, "G": G, "d": d, "two": np.float32(2.0)}
+    model = _graph_model(nodes, inits, (2, 3, 8, 8))
+    x = rng.normal(size=(2, 3, 8, 8)).astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(
+        ref.reference_forward(model, x)["y"], ort_run(model, x)[0], rtol=1e-4, atol=1e-4
+    )
+    rule = ("epsilon", 0.5)
+    res = ref.reference_lrp(model, x, ref.single_rule(rule), target=np.array([1, 4]))
+    vals = ref.reference_forward(model, x)
+    R = res["relevance:y"]
+    Rf = ref.dense_lrp(vals["f"], vals["G"].astype(np.float64).T, vals["d"], R, rule)
+    np.testing.assert_allclose(res["relevance:f"], Rf, rtol=1e-10)
+    np.testing.assert_allclose(res["relevance:a"], Rf.reshape(2, 4, 6, 6), rtol=1e-10)
+    Rx = ref.conv_lrp(x, vals["W"], vals["c"].ravel(), res["relevance:z"], rule)
+    np.testing.assert_allclose(res["relevance"], Rx, rtol=1e-10)
+    np.testing.assert_array_equal(res["relevance:cv"], res["relevance:z"])
+
+
+def test_gemm_transposed_activation(rng):
+    A = rng.normal(size=(4, 2))  # transA: the batch is the second axis
+    B = rng.normal(size=(4, 3))
+    model = _graph_model([helper.make_node("Gemm", ["x", "B"], ["y"], name="g", transA=1)], {"B": B}, (4, 2))
+    res = ref.reference_lrp(
+        model, A, ref.single_rule(("epsilon", 0.1)), seed="onehot", target=np.array([0, 0])
+    )
+    # "batch" N is the first axis of the model input (4 here): the seed is built on the logits (2, 3)
+    R = np.zeros((2, 3))
+    R[:, 0] = 1.0
+    want = ref.dense_lrp(A.T, B.astype(np.float32).astype(np.float64), 0, R, ("epsilon", 0.1))
+    np.testing.assert_allclose(res["relevance"], want.T, rtol=1e-10)
