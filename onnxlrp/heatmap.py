@@ -206,7 +206,7 @@ def wrap_title(title: str, width_px: int) -> list[str]:
     """The title's lines, wrapped to the figure width (about 6 px per character at fontsize 9)."""
     import textwrap
 
-    chars = max(30, int(width_px / 6.2))
+    chars = max(30, int(width_px / 7.0))
     lines: list[str] = []
     for line in title.split("\n"):
         lines += textwrap.wrap(line, chars) or [""]

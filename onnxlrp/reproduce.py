@@ -70,9 +70,9 @@ class Settings:
     quick: bool = False
     seed: int = 0
     mnist_pool: int = 2000  # test images searched for the digits
-    crit_images: int = 16  # CIFAR images for the neuron criterion
-    candidates: int = 32  # units whose inside share is computed
-    class_images: int = 6  # horses / cars in Fig. 8
+    crit_images: int = 12  # CIFAR images for the neuron criterion
+    candidates: int = 24  # units whose inside share is computed
+    class_images: int = 5  # horses / cars in Fig. 8
     n_object: int = 3  # object neurons shown
     neuron_rule: dict = field(default_factory=lambda: dict(NEURON_RULE))
     batch_size: int = 256
@@ -396,25 +396,28 @@ def ambiguous_35(labels: np.ndarray, logits: np.ndarray) -> tuple[int, float]:
 
 
 # ----------------------------------------------------------------------------- CIFAR figures
-def cifar_figures(out: Path, st: Settings, rel: Relevance, source: CifarSource, model: str) -> dict:
-    handle = load_model(model)
-    pool = last_pool_output(handle)
-    rng = np.random.default_rng(st.seed)
-    order = rng.permutation(len(source))
+def pick_images(handles, source: CifarSource, st: Settings) -> dict[int, np.ndarray]:
+    """Per class (horse, automobile): the first ``class_images`` images of that class in the seeded
+    permutation that every CIFAR model classifies correctly (misclassified ones fill up if too few)."""
+    order = np.random.default_rng(st.seed).permutation(len(source))
+    chosen = {}
+    for cls in (HORSE, AUTOMOBILE):
+        idx = [int(i) for i in order if source.labels[i] == cls][: st.class_images * 4]
+        images = [source.image(i) for i in idx]
+        ok = np.ones(len(idx), dtype=bool)
+        for handle in handles:
+            ok &= forward_logits(handle, preprocess_all(handle, images)).argmax(1) == cls
+        good = [j for j in range(len(idx)) if ok[j]] + [j for j in range(len(idx)) if not ok[j]]
+        chosen[cls] = np.array([idx[j] for j in good[: st.class_images]], dtype=np.int64)
+    return chosen
 
-    def pick(count: int, cls: int | None = None, correct: bool = True) -> np.ndarray:
-        chosen = []
-        for i in order:
-            if cls is not None and source.labels[i] != cls:
-                continue
-            chosen.append(int(i))
-            if len(chosen) >= count * 4:
-                break
-        xs = preprocess_all(handle, [source.image(i) for i in chosen])
-        pred = forward_logits(handle, xs).argmax(1)
-        good = [j for j, i in enumerate(chosen) if not correct or pred[j] == source.labels[i]]
-        good = (good + [j for j in range(len(chosen)) if j not in good])[:count]
-        return np.array([chosen[j] for j in good], dtype=np.int64)
+
+def cifar_figures(
+    out: Path, st: Settings, rel: Relevance, source: CifarSource, handle: ModelHandle, chosen: dict
+) -> dict:
+    model = handle.name
+    pool = last_pool_output(handle)
+    order = np.random.default_rng(st.seed).permutation(len(source))
 
     # criterion images: the first crit_images of the seeded permutation (all classes)
     crit_idx = np.array([int(i) for i in order[: st.crit_images]])
@@ -493,7 +496,7 @@ def cifar_figures(out: Path, st: Settings, rel: Relevance, source: CifarSource, 
         return rows
 
     # Fig. 7: one horse, mirrored and hue-shifted
-    ih = int(pick(1, HORSE)[0])
+    ih = int(chosen[HORSE][0])
     img = source.image(ih)
     variants = aug.augment(img, ["flip", "hue"])
     xs = preprocess_all(handle, [v for _, v in variants])
@@ -512,7 +515,7 @@ def cifar_figures(out: Path, st: Settings, rel: Relevance, source: CifarSource, 
     )
     # Fig. 8: the same neurons across horses and cars
     for cls in (HORSE, AUTOMOBILE):
-        idx = pick(st.class_images, cls)
+        idx = chosen[cls]
         xs = preprocess_all(handle, [source.image(i) for i in idx])
         rows = neuron_rows(xs, [f"#{i}" for i in idx], objects)
         _save(
@@ -524,7 +527,8 @@ def cifar_figures(out: Path, st: Settings, rel: Relevance, source: CifarSource, 
             f"Fig. 8 ({model}): object neurons {objects} across {classes[cls]} images\n"
             f"row 2: class relevance (eps=1); rows 3+: relevance 1 at one unit, {rule_text}",
             f"{model}: the same object neurons {objects} of {pool} across {len(idx)} {classes[cls]} test "
-            f"images (correctly classified, seeded choice), {rule_text}; row 2 the class relevance.",
+            f"images (classified correctly by both CIFAR models, seeded choice), {rule_text}; "
+            "row 2 the class relevance.",
         )
     # Fig. 9: the background neuron
     idx = crit_idx[: max(2, st.class_images)]
@@ -559,21 +563,26 @@ def _save(out: Path, st: Settings, key: str, name: str, rows, title: str, captio
 def write_index(out: Path, st: Settings, criteria: list[dict], seconds: float) -> Path:
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>onnxlrp: seed paper figures</title>",
-        "<style>body{font-family:sans-serif;max-width:1400px;margin:auto} img{max-width:100%;"
+        "<style>body{font-family:sans-serif;max-width:1800px;margin:auto} img{max-width:100%;"
         "border:1px solid #ccc} figure{margin:2em 0} table{border-collapse:collapse} "
-        "td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>",
+        "td,th{border:1px solid #ccc;padding:2px 6px} .row{display:flex;flex-wrap:wrap;gap:1em;"
+        "align-items:flex-start} .row figure{flex:1 1 400px;margin:0}</style></head><body>",
         "<h1>Seed paper figures, regenerated by <code>onnxlrp reproduce</code></h1>",
         "<p>Sakai, Kameya, Sota, Arie: <i>Visualizing the Behavior of the Inner Layers of Convolutional "
         "Neural Networks by Layer-wise Relevance Propagation</i>. Heatmaps: red = positive, blue = negative, "
         f"white = zero relevance, symmetric scale. {'Quick run (fewer images). ' if st.quick else ''}"
         f"Seed {st.seed}; {seconds:.0f} s.</p>",
     ]
-    for fig in st.figures:
-        parts.append(
-            f"<figure id='{html.escape(fig.file)}'><a href='{html.escape(fig.file)}'>"
-            f"<img src='{html.escape(fig.file)}' alt='{html.escape(fig.key)}'></a>"
-            f"<figcaption><b>{html.escape(fig.key)}</b>: {html.escape(fig.caption)}</figcaption></figure>"
-        )
+    keys = list(dict.fromkeys(fig.key for fig in st.figures))
+    for key in keys:  # one row per paper figure: its variants (models, classes) side by side
+        parts.append(f"<h2>{html.escape(key)}</h2><div class='row'>")
+        for fig in sorted((f for f in st.figures if f.key == key), key=lambda f: f.file):
+            parts.append(
+                f"<figure id='{html.escape(fig.file)}'><a href='{html.escape(fig.file)}'>"
+                f"<img src='{html.escape(fig.file)}' alt='{html.escape(fig.key)}'></a>"
+                f"<figcaption><b>{html.escape(fig.key)}</b>: {html.escape(fig.caption)}</figcaption></figure>"
+            )
+        parts.append("</div>")
     for crit in criteria:
         model = crit["model"]
         parts.append(
@@ -608,9 +617,12 @@ def reproduce(
     mnist_figures(out, st, rel)
     source = CifarSource()
     criteria = []
-    for model in CIFAR_MODELS:
+    handles = [load_model(model) for model in CIFAR_MODELS]
+    chosen = pick_images(handles, source, st)
+    for handle in handles:
         t = time.time()
-        criteria.append(cifar_figures(out, st, rel, source, model))
+        model = handle.name
+        criteria.append(cifar_figures(out, st, rel, source, handle, chosen))
         log(f"{model} figures done in {time.time() - t:.1f} s ({source.name})")
     index = write_index(out, st, criteria, time.time() - start)
     log(f"wrote {len(st.figures)} figures and {index} in {time.time() - start:.1f} s")

@@ -219,11 +219,16 @@ def preprocess(handle: ModelHandle, image: np.ndarray) -> np.ndarray:
     """uint8 image -> [1, C, H, W] float32: the zoo's preprocessing, or resize + scale to [0, 1]."""
     from PIL import Image
 
-    pil = Image.fromarray(image)
-    if handle.zoo is not None:
-        out = np.asarray(handle.zoo.preprocess(pil), dtype=np.float32)
-        return out.reshape((1, *out.shape[-3:])) if out.ndim == 3 else out
     _, c, h, w = (list(handle.input_shape) + [-1] * 4)[:4]
+    image = np.asarray(image)
+    if c == 1 and image.ndim == 3:  # an RGB file for a grey model
+        image = np.asarray(Image.fromarray(image[..., :3]).convert("L"))
+    elif c == 3 and image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if handle.zoo is not None:
+        out = np.asarray(handle.zoo.preprocess(image), dtype=np.float32)
+        return out.reshape((1, *out.shape[-3:])) if out.ndim != 4 else out
+    pil = Image.fromarray(image)
     pil = pil.convert("L" if c == 1 else "RGB")
     if h > 0 and w > 0 and pil.size != (w, h):
         pil = pil.resize((w, h), Image.BILINEAR)
