@@ -23,9 +23,8 @@ class RelevanceSession:
     ) -> None:
         proto = load_model(model)
         self.model = proto
-        if options is None:
-            options = ort.SessionOptions()
-            options.log_severity_level = 3  # the optional `target` input is an overridable initializer
+        options = options or ort.SessionOptions()
+        options.log_severity_level = 3  # the optional `target` input is an overridable initializer
         self.session = ort.InferenceSession(
             proto.SerializeToString(), options, providers=providers or ["CPUExecutionProvider"]
         )
