@@ -289,7 +289,7 @@ def mnist_figures(out: Path, st: Settings, rel: Relevance) -> None:
     row = [("image", _disp(strong, x[i2]), f"input #{i2} (label 2)")]
     for label, ckw in FIG2_RULES:
         r = rel.explain(strong, x[i2 : i2 + 1], ckw, target=[2])["relevance"][0]
-        row.append(("heat", _heat(r), f"{label}: sum {r.sum():.2f}"))
+        row.append(("heat", _heat(r), f"{label}: sum {r.sum():.3g}"))
     _save(
         out,
         st,
@@ -343,7 +343,11 @@ def mnist_figures(out: Path, st: Settings, rel: Relevance) -> None:
         res = rel.explain(handle, x[i6 : i6 + 1], EPSILON, target=[6], expose=convs)
         lg = res[handle.output][0]
         rows[0].append(
-            ("heat", _heat(res["relevance"][0]), f"{handle.name}: pred {lg.argmax()}, logit6 {lg[6]:.2f}")
+            (
+                "heat",
+                _heat(res["relevance"][0]),
+                f"{'weak' if handle is weak else 'strong'}: pred {lg.argmax()}, logit6 {lg[6]:.3g}",
+            )
         )
         inner[handle.name] = (convs, res)
     _save(
@@ -367,7 +371,7 @@ def mnist_figures(out: Path, st: Settings, rel: Relevance) -> None:
                 list(maps),
                 f"Fig. {fig[-1]}: relevance at the {which} conv layer ({convs[layer]}), {handle.name}, "
                 f"digit 6 for class 6, {eps_text}",
-                labels=[f"map {c}: {maps[c].sum():.2f}" for c in range(maps.shape[0])],
+                labels=[f"map {c}: {maps[c].sum():.2g}" for c in range(maps.shape[0])],
             )
             st.figures.append(
                 Figure(
