@@ -296,10 +296,12 @@ def conv_forward(x, W, b=None, strides=None, pads=None, dilations=None, group=1,
 
 
 def conv_lrp(
-    x, W, b, R, rule, strides=None, pads=None, dilations=None, group=1, auto_pad="NOTSET"
+    x, W, b, R, rule, strides=None, pads=None, dilations=None, group=1, auto_pad="NOTSET", mask=None
 ) -> np.ndarray:
     """LRP through an ONNX Conv: gather the (zero-padded) input window of every output position,
-    solve the local problem window -> output channels with the rule, scatter-add the result."""
+    solve the local problem window -> output channels with the rule, scatter-add the result.
+    mask (broadcastable to x): 1 where x is a real input, 0 where it is a structural zero (the
+    inserted zeros of a ConvTranspose); like padding, such taps do not count for flat/wsquare/zbox."""
     rule = normalize_rule(rule)
     x, kernel, strides, dilations, pb, pe, out, G, Jg, K, Wg, bg = _conv_setup(
         x, W, b, strides, pads, dilations, group, auto_pad
@@ -309,8 +311,11 @@ def conv_lrp(
     sp = x.shape[2:]
     assert tuple(out) == R.shape[2:], (out, R.shape)
     xp = _padded(x, pb, pe)
-    onesp = _padded(np.ones((N, C, *sp)), pb, pe)  # 1 on real inputs, 0 on padded taps
+    ones = np.ones((N, C, *sp)) if mask is None else np.broadcast_to(np.asarray(mask, np.float64), x.shape)
+    onesp = _padded(ones, pb, pe)  # 1 on real inputs, 0 on padded taps
     low, high = _bounds(rule, x.shape)
+    if low is not None:
+        low, high = low * ones, high * ones
     lowp = _padded(low, pb, pe) if low is not None else None
     highp = _padded(high, pb, pe) if high is not None else None
     Rxp = np.zeros_like(xp)
@@ -337,6 +342,100 @@ def conv_lrp(
         _scatter_add(Rxp, Rx, chunk, kernel, strides, dilations)
     crop = (slice(None), slice(None), *[slice(b_, b_ + h) for b_, h in zip(pb, sp, strict=True)])
     return Rxp[crop]
+
+
+def _conv_transpose_as_conv(x, W, strides, pads, dilations, group, output_padding):
+    """ConvTranspose(x, W) == Conv(x', W') with x' = x with stride-1 zeros inserted between pixels
+    and d*(k-1)-pad zeros around it (cropped where negative), W' = W flipped with in/out swapped.
+    Returns (x', mask of the real inputs in x', W', index of the real inputs in x')."""
+    x = np.asarray(x, np.float64)
+    W = np.asarray(W, np.float64)
+    N, C = x.shape[:2]
+    sp = x.shape[2:]
+    nd = len(sp)
+    kernel = W.shape[2:]
+    strides, dilations = _defaults(nd, strides, dilations)
+    pads = list(pads) if pads else [0] * (2 * nd)
+    output_padding = list(output_padding) if output_padding else [0] * nd
+    G = group
+    Cg, Jg = C // G, W.shape[1]
+    # W: (C_in, C_out/G, *k) -> W': (C_out, C_in/G, *k), flipped in space
+    Wc = W.reshape(G, Cg, Jg, *kernel).swapaxes(1, 2).reshape(G * Jg, Cg, *kernel)
+    Wc = Wc[(slice(None), slice(None), *[slice(None, None, -1)] * nd)]
+    begin, size = [], []
+    for a in range(nd):
+        full = strides[a] * (sp[a] - 1) + 1
+        pb_ = dilations[a] * (kernel[a] - 1) - pads[a]
+        pe_ = dilations[a] * (kernel[a] - 1) - pads[a + nd] + output_padding[a]
+        begin.append(pb_)
+        size.append(pb_ + full + pe_)
+    xc = np.zeros((N, C, *size))
+    mask = np.zeros((1, 1, *size))
+    real = []  # for each input axis: positions in x' of the real inputs (None where cropped away)
+    for a in range(nd):
+        real.append([begin[a] + i * strides[a] for i in range(sp[a])])
+    for pos in itertools.product(*[range(h) for h in sp]):
+        q = tuple(real[a][pos[a]] for a in range(nd))
+        if all(0 <= q[a] < size[a] for a in range(nd)):
+            xc[(slice(None), slice(None), *q)] = x[(slice(None), slice(None), *pos)]
+            mask[(0, 0, *q)] = 1.0
+    return xc, mask, Wc, real, size
+
+
+def conv_transpose_forward(
+    x, W, b=None, strides=None, pads=None, dilations=None, group=1, output_padding=None
+) -> np.ndarray:
+    """ONNX ConvTranspose by its definition: every input pixel adds x * W to its output window."""
+    x = np.asarray(x, np.float64)
+    W = np.asarray(W, np.float64)
+    N, C = x.shape[:2]
+    sp = x.shape[2:]
+    nd = len(sp)
+    kernel = W.shape[2:]
+    strides, dilations = _defaults(nd, strides, dilations)
+    pads = list(pads) if pads else [0] * (2 * nd)
+    output_padding = list(output_padding) if output_padding else [0] * nd
+    G, Cg, Jg = group, C // group, W.shape[1]
+    out = [
+        strides[a] * (sp[a] - 1)
+        + output_padding[a]
+        + dilations[a] * (kernel[a] - 1)
+        + 1
+        - pads[a]
+        - pads[a + nd]
+        for a in range(nd)
+    ]
+    full = [
+        strides[a] * (sp[a] - 1) + output_padding[a] + dilations[a] * (kernel[a] - 1) + 1 for a in range(nd)
+    ]
+    y = np.zeros((N, G * Jg, *full))
+    for pos in itertools.product(*[range(h) for h in sp]):
+        win = _window(pos, kernel, strides, dilations)
+        for g in range(G):
+            xin = x[(slice(None), slice(g * Cg, (g + 1) * Cg), *pos)]  # (N, Cg)
+            contrib = np.einsum("nc,cj...->nj...", xin, W[g * Cg : (g + 1) * Cg])
+            y[(slice(None), slice(g * Jg, (g + 1) * Jg), *win)] += contrib
+    y = y[(slice(None), slice(None), *[slice(pads[a], pads[a] + out[a]) for a in range(nd)])]
+    if b is not None:
+        y = y + np.asarray(b, np.float64).reshape((-1,) + (1,) * nd)
+    return y
+
+
+def conv_transpose_lrp(
+    x, W, b, R, rule, strides=None, pads=None, dilations=None, group=1, output_padding=None
+) -> np.ndarray:
+    """LRP through an ONNX ConvTranspose, as the equivalent Conv on the zero-inserted input; the
+    inserted zeros are structural (masked like padding), relevance is read back at the real inputs."""
+    xc, mask, Wc, real, size = _conv_transpose_as_conv(x, W, strides, pads, dilations, group, output_padding)
+    nd = xc.ndim - 2
+    Rc = conv_lrp(xc, Wc, b, R, rule, dilations=dilations, group=group, mask=mask)
+    x = np.asarray(x, np.float64)
+    Rx = np.zeros_like(x)
+    for pos in itertools.product(*[range(h) for h in x.shape[2:]]):
+        q = tuple(real[a][pos[a]] for a in range(nd))
+        if all(0 <= q[a] < size[a] for a in range(nd)):
+            Rx[(slice(None), slice(None), *pos)] = Rc[(slice(None), slice(None), *q)]
+    return Rx
 
 
 # ---------------------------------------------------------------------------------------------
@@ -759,6 +858,18 @@ def _conv_kwargs(attrs):
     }
 
 
+def _convt_kwargs(attrs):
+    if attrs.get("auto_pad", "NOTSET") != "NOTSET" or "output_shape" in attrs:
+        raise NotImplementedError("reference: ConvTranspose with auto_pad or output_shape")
+    return {
+        "strides": attrs.get("strides"),
+        "pads": attrs.get("pads"),
+        "dilations": attrs.get("dilations"),
+        "group": attrs.get("group", 1),
+        "output_padding": attrs.get("output_padding"),
+    }
+
+
 def _affine_const(node, vals, is_act):
     """(a, c, activation input) for Add/Sub/Mul/Div with exactly one activation input."""
     i0, i1 = node.input[0], node.input[1]
@@ -795,6 +906,8 @@ def forward_node(node: onnx.NodeProto, vals: dict, opset: int) -> list[np.ndarra
         raise NotImplementedError(f"Constant {at.keys()}")
     if op == "Conv":
         return [conv_forward(x, inp[1], inp[2] if len(inp) > 2 else None, **_conv_kwargs(at))]
+    if op == "ConvTranspose":
+        return [conv_transpose_forward(x, inp[1], inp[2] if len(inp) > 2 else None, **_convt_kwargs(at))]
     if op == "Gemm":
         xx, W, bias = _gemm_args(node, vals, at)
         return [dense_forward(xx, W, bias)]
@@ -1105,6 +1218,10 @@ def reference_lrp(
             if id(n) in extra_bias:
                 b = extra_bias[id(n)] if b is None else b + extra_bias[id(n)]
             add_rel(ins[0], conv_lrp(xin, vals[ins[1]], b, R, r, **_conv_kwargs(at)))
+        elif op == "ConvTranspose":
+            r = rule_of(n, ins[0])
+            b = np.asarray(vals[ins[2]], np.float64) if len(ins) > 2 and ins[2] else None
+            add_rel(ins[0], conv_transpose_lrp(vals[ins[0]], vals[ins[1]], b, R, r, **_convt_kwargs(at)))
         elif op == "Gemm":
             if not is_act(ins[0]) or is_act(ins[1]):
                 raise NotImplementedError(f"Gemm {n.name!r}: only A may be the activation")
@@ -1250,6 +1367,8 @@ __all__ = [
     "composite_rule_for_node",
     "conv_forward",
     "conv_lrp",
+    "conv_transpose_forward",
+    "conv_transpose_lrp",
     "dense_forward",
     "dense_lrp",
     "elementwise_affine_lrp",

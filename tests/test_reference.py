@@ -788,3 +788,65 @@ def test_gemm_transposed_activation(rng):
     R[:, 0] = 1.0
     want = ref.dense_lrp(A.T, B.astype(np.float32).astype(np.float64), 0, R, ("epsilon", 0.1))
     np.testing.assert_allclose(res["relevance"], want.T, rtol=1e-10)
+
+
+CONVT_CASES = [
+    # (x shape, W shape (C_in, C_out/G, k...), onnx attrs)
+    ((2, 3, 4, 5), (3, 2, 3, 3), {}),
+    ((2, 3, 4, 5), (3, 2, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 0]}),
+    ((2, 4, 4, 4), (4, 3, 2, 3), {"strides": [2, 3], "dilations": [2, 1], "group": 2, "pads": [0, 1, 1, 0]}),
+    ((2, 2, 5, 5), (2, 2, 3, 3), {"strides": [1, 1], "pads": [3, 3, 2, 2]}),  # pads > k-1: crop
+]
+
+
+@pytest.mark.parametrize("xs,ws,attrs", CONVT_CASES)
+def test_conv_transpose_forward_matches_onnxruntime(rng, xs, ws, attrs):
+    x = rng.normal(size=xs).astype(np.float32)
+    W = rng.normal(size=ws).astype(np.float32)
+    B = rng.normal(size=ws[1] * attrs.get("group", 1)).astype(np.float32)
+    m = one_node_model("ConvTranspose", xs, {"W": W, "B": B}, kernel_shape=list(ws[2:]), **attrs)
+    want = ort_run(m, x)[0]
+    got = ref.reference_forward(m, x)["y"]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r[0])
+@pytest.mark.parametrize("case", range(len(CONVT_CASES)))
+def test_conv_transpose_rules_match_torch_formulation(rng, rule, case):
+    xs, ws, attrs = CONVT_CASES[case]
+    x = rng.normal(size=xs)
+    W = rng.normal(size=ws)
+    G = attrs.get("group", 1)
+    b = rng.normal(size=ws[1] * G)
+    kw = dict(
+        stride=tuple(attrs.get("strides", [1, 1])), dilation=tuple(attrs.get("dilations", [1, 1])), groups=G
+    )
+    pads = attrs.get("pads", [0, 0, 0, 0])
+    op = attrs.get("output_padding", [0, 0])
+
+    def f(v, A):  # torch pads symmetrically: run unpadded, then crop ONNX's (possibly asymmetric) pads
+        y = torch.nn.functional.conv_transpose2d(v, A, None, output_padding=tuple(op), **kw)
+        return y[:, :, pads[0] : y.shape[2] - pads[2], pads[1] : y.shape[3] - pads[3]]
+
+    y = ref.conv_transpose_forward(x, W, b, **attrs)
+    np.testing.assert_allclose(
+        y, f(torch.tensor(x), torch.tensor(W)).numpy() + b.reshape(-1, 1, 1), rtol=1e-10
+    )
+    R = rng.normal(size=y.shape)
+    got = ref.conv_transpose_lrp(x, W, b, R, rule, **attrs)
+    low, high = (rule[1], rule[2]) if rule[0] == "zbox" else (None, None)
+    want = torch_rule(rule, x, W, b.reshape(-1, 1, 1), R, f, low, high)
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("xs,ws,attrs", CONV_CASES)
+def test_conv_lrp0_conserves_for_every_geometry(rng, xs, ws, attrs):
+    # bias-free LRP-0: sum_i R_i = sum_j z_j R_j / z_j = sum_j R_j, whatever the pads/strides/groups
+    x = rng.normal(size=xs)
+    W = rng.normal(size=ws)
+    y = ref.conv_forward(x, W, None, **attrs)
+    R = rng.normal(size=y.shape) * y
+    for rule in [("lrp0",), ("flat",), ("wsquare",)]:
+        got = ref.conv_lrp(x, W, None, R, rule, **attrs)
+        np.testing.assert_allclose(got.sum(), R.sum(), rtol=1e-6, err_msg=str(rule))
