@@ -257,100 +257,119 @@ def curves(args) -> None:
 def device(args) -> None:
     """On the GPU machine: relevance (onnxruntime, its CPUs) and curves (torch, CUDA) per model.
 
-    Writes ``<model>.npz`` (targets, logits, labels, meta, scores::<method>, curves::<method>) per
-    model as soon as that model is done; methods not started before ``--deadline`` seconds are skipped.
+    Relevance runs in chunks of ``--chunk`` images, every model and method per chunk, until all
+    ``--n`` images are done or ``--deadline`` seconds have passed (then every method has the same
+    first N images). Curves (MoRF with uniform noise; also LeRF and MoRF with blur) then run on the
+    GPU. Writes ``<model>.npz`` (targets, logits, labels, meta, scores::<m>, curves[_lerf|_blur]::<m>).
     """
     import torch
+
+    import onnxlrp
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     log = {"device": torch.cuda.get_device_name(0) if dev == "cuda" else "cpu", "models": {}}
+    specs = args.method or list(ev.DEFAULT_METHODS + ev.BASELINES)
+    state = {}
     for model_path in args.models:
         name = Path(model_path).stem
         inputs = np.load(Path(args.inputs_dir) / args.inputs[name])
         x = np.ascontiguousarray(inputs["x"][: args.n], dtype=np.float32)
-        labels = inputs["labels"][: args.n]
         ort_fwd = ev.onnx_forward(model_path)
         logits = np.concatenate([ort_fwd(x[i : i + 256]) for i in range(0, len(x), 256)])
-        targets = logits.argmax(axis=1)
-        fwd = torch_forward(model_path, dev)
-        clean = np.concatenate([fwd(x[i : i + 4096]) for i in range(0, len(x), 4096)])
         value_range = ev.data_range(x)
         low, high = float(np.min(value_range[0])), float(np.max(value_range[1]))
-        arrays, alias, timings, notes, skipped, done, order = {}, {}, {}, [], [], {}, []
-        for spec in args.method or list(ev.DEFAULT_METHODS + ev.BASELINES):
+        methods, order, alias, sessions = [], [], {}, {}
+        for spec in specs:
             m = ev.parse_method(spec)
             order.append(m.label)
             key = "lrp0" if m.kind == "gradxinput" else m.label
-            if key in done:
-                alias[m.label] = done[key]
+            if key in [k for k, _ in methods]:
+                alias[m.label] = dict(methods)[key].label
                 continue
-            if time.time() - t_start > args.deadline:
-                skipped.append(m.label)
-                continue
+            methods.append((key, m))
+            if m.kind != "random":
+                kw = dict(m.kwargs)
+                if kw.get("rule") == "zbox" or kw.get("composite") == "epsilon-gamma-box":
+                    kw.update(low=low, high=high)
+                sessions[m.label] = onnxlrp.RelevanceSession(onnxlrp.compile(model_path, **kw))
+        state[name] = {
+            "path": model_path, "x": x, "labels": inputs["labels"][: args.n], "logits": logits,
+            "targets": logits.argmax(axis=1), "value_range": value_range, "methods": [m for _, m in methods],
+            "order": order, "alias": alias, "sessions": sessions,
+            "scores": {m.label: [] for _, m in methods}, "seconds": {m.label: 0.0 for _, m in methods},
+        }  # fmt: skip
+    print(f"setup {time.time() - t_start:.0f}s", flush=True)
+    done = 0
+    n_total = min(len(st["x"]) for st in state.values())
+    while done < n_total and time.time() - t_start < args.deadline:
+        sl = slice(done, min(done + args.chunk, n_total))
+        for st in state.values():
+            for m in st["methods"]:
+                t0 = time.time()
+                if m.kind == "random":
+                    rel = ev.random_relevance(st["x"][sl].shape, args.seed, index_offset=sl.start)
+                else:
+                    rel = st["sessions"][m.label].run(st["x"][sl], target=st["targets"][sl])["relevance"]
+                rel = np.nan_to_num(np.asarray(rel, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+                st["scores"][m.label].append(ev.region_relevance(rel, args.region))
+                st["seconds"][m.label] += time.time() - t0
+        done = sl.stop
+        print(f"relevance: {done} images, {time.time() - t_start:.0f}s", flush=True)
+    for name, st in state.items():
+        fwd = torch_forward(st["path"], dev)
+        x = st["x"][:done]
+        targets = st["targets"][:done]
+        clean = np.concatenate([fwd(x[i : i + 4096]) for i in range(0, len(x), 4096)])
+        arrays, timings = {}, {}
+        for m in st["methods"]:
+            sc = np.concatenate(st["scores"][m.label])
+            arrays[f"scores::{m.label}"] = sc
             t0 = time.time()
-            sc, nt = ev.method_region_scores(
-                model_path,
-                x,
-                targets,
-                [m],
-                region=args.region,
-                batch_size=args.rel_batch,
-                seed=args.seed,
-                low=low,
-                high=high,
-            )
-            t1 = time.time()
-            cur = ev.perturbation_curve(
-                fwd,
-                x,
-                sc[m.label],
-                targets,
-                region=args.region,
-                steps=args.steps,
-                perturbation=args.perturbation,
-                order=args.order,
-                batch_size=args.batch_size,
-                seed=args.seed,
-                value_range=value_range,
-            )
-            arrays[f"scores::{m.label}"] = sc[m.label]
-            arrays[f"curves::{m.label}"] = cur
-            done[key] = m.label
-            notes += nt
-            timings[m.label] = {"relevance_s": round(t1 - t0, 2), "curves_s": round(time.time() - t1, 2)}
-            print(name, m.label, timings[m.label], f"aopc={ev.aopc(cur)[0]:.4f}", flush=True)
+            for tag, order, pert in (
+                ("", "morf", "uniform"),
+                ("_lerf", "lerf", "uniform"),
+                ("_blur", "morf", "blur"),
+            ):
+                arrays[f"curves{tag}::{m.label}"] = ev.perturbation_curve(
+                    fwd, x, sc, targets, region=args.region, steps=args.steps, perturbation=pert,
+                    order=order, batch_size=args.batch_size, seed=args.seed, value_range=st["value_range"],
+                )  # fmt: skip
+            timings[m.label] = {
+                "relevance_s_per_image": round(st["seconds"][m.label] / max(done, 1), 4),
+                "curves_s_3_variants": round(time.time() - t0, 2),
+            }
+            print(name, m.label, timings[m.label], f"aopc={ev.aopc(arrays['curves::' + m.label])[0]:.4f}",
+                  flush=True)  # fmt: skip
         meta = {
             "model": name,
-            "model_path": str(model_path),
-            "data": args.inputs[name].split("_")[0],
+            "model_path": str(st["path"]),
+            "data": "cifar10"
+            if "cifar" in args.inputs[name]
+            else "mnist"
+            if "mnist" in args.inputs[name]
+            else "npz",
             "region": args.region,
             "steps": args.steps,
             "seed": args.seed,
-            "perturbation": args.perturbation,
-            "order": args.order,
-            "value_range": [v.tolist() for v in value_range],
-            "labels_used": [lb for lb in order if f"scores::{lb}" in arrays or lb in alias],
-            "alias": alias,
-            "notes": notes,
-            "skipped": skipped,
+            "perturbation": "uniform",
+            "order": "morf",
+            "value_range": [v.tolist() for v in st["value_range"]],
+            "labels_used": st["order"],
+            "alias": st["alias"],
+            "notes": [],
             "timings": timings,
+            "n_done": done,
             "forward_check": {
-                "max_abs_logit_diff_torch_vs_onnxruntime": float(np.abs(clean - logits).max()),
+                "max_abs_logit_diff_torch_vs_onnxruntime": float(np.abs(clean - st["logits"][:done]).max()),
                 "argmax_agreement": float((clean.argmax(1) == targets).mean()),
             },
         }
-        np.savez(
-            out / f"{name}.npz",
-            targets=targets,
-            logits=logits,
-            labels=labels,
-            meta=json.dumps(meta),
-            **arrays,
-        )
-        log["models"][name] = {k: meta[k] for k in ("skipped", "timings", "forward_check")}
+        np.savez(out / f"{name}.npz", targets=targets, logits=st["logits"][:done],
+                 labels=st["labels"][:done], meta=json.dumps(meta), **arrays)  # fmt: skip
+        log["models"][name] = {k: meta[k] for k in ("n_done", "timings", "forward_check")}
         (out / "device_log.json").write_text(json.dumps(log, indent=1))
         print(name, "done", meta["forward_check"], f"{time.time() - t_start:.0f}s", flush=True)
 
@@ -366,19 +385,19 @@ def finish(args) -> None:
     curves_by = {}
     for label in meta["labels_used"]:
         base = meta["alias"].get(label, label)
-        curves_by[label] = c[f"curves::{base}"]
+        curves_by[label] = c[f"curves{args.variant}::{base}"]
     labels = d["labels"] if d["labels"].size else None
     s = {
         "region": meta["region"],
         "timings": meta.get("timings"),
         "skipped": meta.get("skipped"),
         "steps": int(next(iter(curves_by.values())).shape[1] - 1),
-        "perturbation": meta["perturbation"],
-        "order": meta["order"],
+        "perturbation": "blur" if args.variant == "_blur" else meta["perturbation"],
+        "order": "lerf" if args.variant == "_lerf" else meta["order"],
         "seed": meta["seed"],
         "n": len(d["targets"]),
         "value_range": meta["value_range"],
-        "blur_sigma": None,
+        "blur_sigma": meta["region"] / 2 if args.variant == "_blur" else None,
         "target": "predicted class of the clean image",
         "forward": "perturbed forwards by a torch interpreter of the ONNX graph on the GPU machine",
         "relevance_seconds": meta.get("relevance_seconds"),
@@ -390,7 +409,7 @@ def finish(args) -> None:
         s["forward_check"] = json.loads(log_path.read_text()).get(args.model)
     accuracy = float((d["targets"] == labels).mean()) if labels is not None else None
     result = ev.EvaluationResult(args.model, meta["data"], curves_by, s, accuracy, meta["notes"])
-    paths = ev.write_results(result, args.out)
+    paths = ev.write_results(result, args.out, stem="aopc" + args.variant)
     for row in result.table():
         print(f"{row['method']:<32} {row['aopc']:>10.4f} {row['stderr']:>8.4f}")
     print(json.dumps({k: str(v) for k, v in paths.items()}))
@@ -436,13 +455,15 @@ def main() -> None:
     e.add_argument("--order", default="morf")
     e.add_argument("--batch-size", type=int, default=8192)
     e.add_argument("--rel-batch", type=int, default=100)
-    e.add_argument("--deadline", type=float, default=480.0, help="seconds; later methods are skipped")
+    e.add_argument("--deadline", type=float, default=420.0, help="no relevance chunk starts after this")
+    e.add_argument("--chunk", type=int, default=100)
     e.set_defaults(func=device)
     c = sub.add_parser("finish")
     c.add_argument("model")
     c.add_argument("--dir", default="out/gpu_in")
     c.add_argument("--curves", required=True)
     c.add_argument("--out", required=True)
+    c.add_argument("--variant", default="", choices=["", "_lerf", "_blur"])
     c.set_defaults(func=finish)
     args = p.parse_args()
     if getattr(args, "inputs", None) and isinstance(args.inputs, str):

@@ -1,0 +1,659 @@
+"""onnxlrp benchmarks (issue 6): one command runs every case and writes BENCHMARKS.md.
+
+    python benchmarks/run.py            # full run (tens of minutes on 2 cores)
+    python benchmarks/run.py --quick    # smoke test: LeNet only, a few runs, writes nothing unless --out
+
+Per case (net x batch) and rule (epsilon / EpsilonPlus composite) it checks that onnxlrp and zennit
+agree, then times, in interleaved rounds (every tool once per round, so machine noise hits all of
+them alike): onnxruntime forward, PyTorch forward, PyTorch input gradient, onnxlrp relevance
+(forward + relevance in one onnxruntime session) and zennit. Each tool's peak memory is measured in
+a fresh subprocess. It also times onnxlrp.compile, onnxruntime session options on the relevance
+graph, and the prototype compiler rewrites of benchmarks/prototypes.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Set before torch loads its OpenMP runtime: worker threads that wait passively instead of spinning.
+# On this shared, oversubscribed 2-core machine torch's default (spinning) OpenMP barrier made
+# small-op torch and zennit runs 5-10x slower than with PASSIVE; documented in BENCHMARKS.md.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import torch  # noqa: E402
+
+import onnxlrp  # noqa: E402
+from benchmarks import models, prototypes  # noqa: E402
+from benchmarks.zennit_compat import Gradient, logit_seed, make_composite, zennit  # noqa: E402
+
+RULES = {"epsilon": {"rule": "epsilon"}, "epsilon-plus": {"composite": "epsilon-plus"}}
+TARGETS = {"lrp/ort": 2.5, "zennit/lrp b1": 3.0, "zennit/lrp b64": 1.5, "compile_s": 1.0}
+
+
+# --------------------------------------------------------------------------- tools
+def ort_options(threads: int, level=None, mem_pattern: bool | None = None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    # idle worker threads sleep instead of spinning: the tools run interleaved in one process, and a
+    # spinning pool would steal the cores from the next tool (applied to every session alike)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if level is not None:
+        options.graph_optimization_level = level
+    if mem_pattern is not None:
+        options.enable_mem_pattern = mem_pattern
+    return options
+
+
+class Tools:
+    """Callables for one (case, batch): each runs one full computation on the fixed input."""
+
+    def __init__(self, case: str, batch: int, threads: int, rules=tuple(RULES)) -> None:
+        self.case, self.batch = case, batch
+        self.model, self.onnx_path, self.source = models.load_case(case)
+        self.twin = models.folded_twin(case, self.onnx_path)
+        self.x = models.sample_input(case, batch)
+        self.xt = torch.from_numpy(self.x)
+        self.threads = threads
+        self.rules = rules
+        self.relevance_models = {}
+        self.compile_times = {}
+        for rule in rules:
+            start = time.perf_counter()
+            self.relevance_models[rule] = onnxlrp.compile(str(self.onnx_path), **RULES[rule])
+            self.compile_times[rule] = time.perf_counter() - start
+
+    def ort_forward(self):
+        sess = ort.InferenceSession(
+            str(self.onnx_path), ort_options(self.threads), providers=["CPUExecutionProvider"]
+        )
+        name = sess.get_inputs()[0].name
+        return lambda: sess.run(None, {name: self.x})
+
+    def lrp(self, rule: str, proto: onnx.ModelProto | None = None, options=None):
+        sess = onnxlrp.RelevanceSession(
+            proto or self.relevance_models[rule], options=options or ort_options(self.threads)
+        )
+        return lambda: sess.run(self.x)["relevance"]
+
+    def torch_forward(self):
+        def run():
+            with torch.no_grad():
+                return self.twin(self.xt)
+
+        return run
+
+    def torch_gradient(self):
+        def run():
+            x = self.xt.clone().requires_grad_(True)
+            out = self.twin(x)
+            return torch.autograd.grad(out, x, logit_seed(out.detach()))[0]
+
+        return run
+
+    def zennit(self, rule: str, model=None):
+        """zennit with the hooks and canonizers registered once (the attributor kept open)."""
+        model = model or self.model
+        attributor = Gradient(model=model, composite=make_composite(rule, model))
+        attributor.__enter__()
+        return lambda: attributor(self.xt, logit_seed)[1]
+
+    def make(self, tool: str):
+        if tool == "ort_fwd":
+            return self.ort_forward()
+        if tool == "torch_fwd":
+            return self.torch_forward()
+        if tool == "torch_grad":
+            return self.torch_gradient()
+        kind, rule = tool.split(":")
+        return self.lrp(rule) if kind == "lrp" else self.zennit(rule)
+
+
+def agreement(tools: Tools, rule: str) -> dict:
+    """max |onnxlrp - zennit| / max |zennit| on the tools' input: against zennit on the folded twin
+    (bit-identical weights; the correctness check) and on the BatchNorm model through zennit's
+    canonizers (differs by the float32 rounding of two different BatchNorm foldings)."""
+    rel = tools.lrp(rule)()
+    result = {}
+    for label, model in (("same_weights", tools.twin), ("canonizer", tools.model)):
+        model = copy.deepcopy(model)
+        with Gradient(model=model, composite=make_composite(rule, model)) as attributor:
+            ref = attributor(tools.xt, logit_seed)[1].detach().numpy()
+        result[label] = float(np.abs(rel - ref).max() / max(np.abs(ref).max(), 1e-30))
+        if label == "same_weights":
+            result["sum_lrp"], result["sum_zennit"] = float(rel.sum()), float(ref.sum())
+        if label == "canonizer" and model is tools.twin:
+            break
+    return result
+
+
+# --------------------------------------------------------------------------- timing
+def interleaved(fns: dict, rounds: int, budget_s: float, warmup: int = 1) -> dict:
+    """Run every callable once per round (rotating the order), at least 3 rounds, then until
+    `rounds` rounds or `budget_s` seconds. Returns per-tool lists of seconds."""
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    times = {name: [] for name in names}
+    start = time.perf_counter()
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t0)
+        if r >= 2 and time.perf_counter() - start > budget_s:
+            break
+    return times
+
+
+def summary(ts: list[float]) -> dict:
+    q = np.percentile(ts, [25, 50, 75])
+    return {
+        "median": float(q[1]),
+        "q1": float(q[0]),
+        "q3": float(q[2]),
+        "min": min(ts),
+        "max": max(ts),
+        "n": len(ts),
+    }
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a_i / b_i (both measured in the same round)."""
+    return float(statistics.median(x / y for x, y in zip(a, b, strict=False)))
+
+
+# --------------------------------------------------------------------------- memory
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM (peak RSS) to the current RSS (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def memory_probe(case: str, batch: int, tool: str, threads: int) -> dict:
+    """Run inside a fresh subprocess: build the tool, then run it once and report the peak RSS.
+    run_mib: peak during the first run minus the RSS just before it (what the computation itself
+    needs: activations, relevance buffers, onnxruntime's arena); total_mib: the process's peak minus
+    its RSS after the imports (adds the model, the session and its copies of the weights)."""
+    torch.set_num_threads(threads)
+    after_imports = _rss_kib("VmRSS")
+    tools = Tools(case, batch, threads, rules=tuple(r for r in RULES if r in tool) or ("epsilon",))
+    fn = tools.make(tool)
+    before = _rss_kib("VmRSS")
+    exact = _reset_peak()
+    fn()
+    peak = _rss_kib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    overall = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "run_mib": (peak - before) / 1024,
+        "total_mib": (max(overall, peak) - after_imports) / 1024,
+        "exact": exact,
+    }
+
+
+def measure_memory(case: str, batch: int, tool: str, threads: int) -> dict:
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--memory-probe",
+        json.dumps([case, batch, tool, threads]),
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        return {"error": (done.stderr or done.stdout)[-400:]}
+    return json.loads(lines[-1])
+
+
+# --------------------------------------------------------------------------- experiments
+def compile_times(case: str, repeats: int) -> dict:
+    _, path, _ = models.load_case(case)
+    proto = onnx.load(str(path))
+    result = {}
+    for rule, kwargs in RULES.items():
+        ts = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            onnxlrp.compile(proto, **kwargs)
+            ts.append(time.perf_counter() - start)
+        result[rule] = min(ts)
+    result["nodes"] = len(proto.graph.node)
+    return result
+
+
+def session_options(tools: Tools, rule: str, rounds: int, budget: float) -> dict:
+    levels = {
+        "DISABLE_ALL": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "BASIC": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "EXTENDED": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "ALL": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    fns = {name: tools.lrp(rule, options=ort_options(tools.threads, level)) for name, level in levels.items()}
+    fns["ALL, mem_pattern off"] = tools.lrp(rule, options=ort_options(tools.threads, levels["ALL"], False))
+    times = interleaved(fns, rounds, budget)
+    base = times["ALL"]
+    return {
+        name: {"median": summary(ts)["median"], "vs_ALL": paired_ratio(ts, base)}
+        for name, ts in times.items()
+    }
+
+
+PROTOTYPES = {
+    "stride-1 ConvTranspose -> Conv": prototypes.convtranspose_to_conv,
+    "1x1 strided ConvTranspose -> 1x1 Conv + zero interleave": prototypes.pointwise_strided_transpose,
+}
+
+
+def prototype_speedups(tools: Tools, rule: str, rounds: int, budget: float) -> list[dict]:
+    """Each prototype rewrite of the compiled graph: exactness and paired speed-up (before/after)."""
+    results = []
+    for name, rewrite in PROTOTYPES.items():
+        proto, count = rewrite(tools.relevance_models[rule])
+        entry = {"prototype": name, "rewritten": count}
+        if count:
+            fns = {"before": tools.lrp(rule), "after": tools.lrp(rule, proto)}
+            a, b = fns["before"](), fns["after"]()
+            entry["max_rel_diff"] = float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30))
+            times = interleaved(fns, rounds, budget)
+            entry["before"] = summary(times["before"])["median"]
+            entry["after"] = summary(times["after"])["median"]
+            entry["speedup"] = paired_ratio(times["before"], times["after"])
+        results.append(entry)
+    return results
+
+
+# --------------------------------------------------------------------------- report
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+        "zennit": zennit.__version__ if hasattr(zennit, "__version__") else "0.5.1",
+        "numpy": np.__version__,
+        "onnxlrp": onnxlrp.__version__,
+        "load_start": os.getloadavg(),
+    }
+
+
+def ms(t: float) -> str:
+    return f"{t * 1e3:.1f}" if t < 10 else f"{t * 1e3:.0f}"
+
+
+def verdict(value: float, target: float, higher_is_better: bool) -> str:
+    ok = value >= target if higher_is_better else value <= target
+    return "met" if ok else "MISSED"
+
+
+def write_report(res: dict, path: Path) -> None:
+    m = res["machine"]
+    lines = [
+        "# onnxlrp benchmarks",
+        "",
+        f"Generated by `python benchmarks/run.py{' --quick' if res['quick'] else ''}` on {res['date']} "
+        f"({res['wall_s'] / 60:.1f} min).",
+        "",
+        f"- Machine: {m['cpu']}, {m['cores']} cores; load average at start "
+        f"{m['load_start'][0]:.1f}, at end {res['load_end'][0]:.1f} (a shared machine: other jobs run beside this one).",
+        f"- Versions: Python {m['python']}, torch {m['torch']}, onnx {m['onnx']}, onnxruntime {m['onnxruntime']}, "
+        f"zennit {m['zennit']}, numpy {m['numpy']}, onnxlrp {m['onnxlrp']}.",
+        f"- Threads: {res['threads']} everywhere (torch.set_num_threads, onnxruntime intra_op_num_threads; "
+        "inter_op 1).",
+        "- Weights: "
+        + "; ".join(f"{c}: {s}" for c, s in res["sources"].items())
+        + ". Inputs: uniform in [-1, 1].",
+        "- Times: median over interleaved rounds (every tool once per round, rotating order) after one warm-up "
+        "run each; spread = interquartile range [q1, q3]. Ratios: median over rounds of the per-round ratio. "
+        "Compare ratios, not absolute times, between runs: the machine is shared and noisy.",
+        "- onnxlrp = one onnxruntime session computing forward + relevance (`RelevanceSession.run`). "
+        "zennit = `Gradient(model, composite)` with the hooks registered once, seed one-hot * logit. "
+        "PyTorch yardsticks run the BatchNorm-folded twin of the ONNX model (same weights as onnxruntime).",
+        "",
+        "## Targets",
+        "",
+        "| target | case | value | verdict |",
+        "| --- | --- | --- | --- |",
+    ]
+    for row in res["rows"]:
+        b, case, rule = row["batch"], row["case"], row["rule"]
+        lrp_ort = row["ratios"]["lrp/ort_fwd"]
+        lines.append(
+            f"| onnxlrp / ort forward <= 2.5 | {case} b{b} {rule} | {lrp_ort:.2f} | "
+            f"{verdict(lrp_ort, 2.5, False)} |"
+        )
+    for row in res["rows"]:
+        b, case, rule = row["batch"], row["case"], row["rule"]
+        target = 3.0 if b == 1 else 1.5
+        z = row["ratios"]["zennit/lrp"]
+        lines.append(
+            f"| zennit / onnxlrp >= {target} | {case} b{b} {rule} | {z:.2f} | {verdict(z, target, True)} |"
+        )
+    for row in res["rows"]:
+        mem = row.get("memory", {})
+        lm, zm = mem.get("lrp", {}), mem.get("zennit", {})
+        if "run_mib" in lm and "run_mib" in zm:
+            lines.append(
+                f"| peak memory of the run: onnxlrp <= zennit | {row['case']} b{row['batch']} {row['rule']} | "
+                f"{lm['run_mib']:.0f} vs {zm['run_mib']:.0f} MiB | {verdict(zm['run_mib'] - lm['run_mib'], 0, True)} |"
+            )
+    for case, ct in res["compile"].items():
+        worst = max(ct[r] for r in RULES)
+        lines.append(
+            f"| compile < 1 s (ResNet-50-sized) | {case} ({ct['nodes']} nodes) | {worst:.2f} s | "
+            f"{verdict(worst, 1.0, False) if case == 'resnet50' else '(not ResNet-50: ' + verdict(worst, 1.0, False) + ')'} |"
+        )
+    lines += [
+        "",
+        "## Agreement with zennit (checked before timing)",
+        "",
+        "max |onnxlrp - zennit| / max |zennit| over the relevance map. *same weights*: zennit on a "
+        "BatchNorm-free twin holding the ONNX file's folded weights (bit-identical to onnxlrp's): the "
+        "correctness check. *canonizer*: zennit on the BatchNorm model with its canonizers (merging BatchNorm "
+        "itself): adds the rounding difference of two BatchNorm foldings, amplified through the net.",
+        "",
+        "| case | batch | rule | same weights | canonizer | sum onnxlrp | sum zennit |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for a in res["agreement"]:
+        lines.append(
+            f"| {a['case']} | {a['batch']} | {a['rule']} | {a['same_weights']:.2g} | {a.get('canonizer', float('nan')):.2g} | "
+            f"{a['sum_lrp']:.4g} | {a['sum_zennit']:.4g} |"
+        )
+    lines += [
+        "",
+        "## Times (ms: median [q1, q3], n rounds)",
+        "",
+        "| case | batch | rule | ort forward | torch forward | torch gradient | onnxlrp | zennit | "
+        "onnxlrp/ort | zennit/onnxlrp | onnxlrp/torch grad |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def cell(s):
+        return f"{ms(s['median'])} [{ms(s['q1'])}, {ms(s['q3'])}] n={s['n']}"
+
+    for row in res["rows"]:
+        t, r = row["times"], row["ratios"]
+        lines.append(
+            f"| {row['case']} | {row['batch']} | {row['rule']} | {cell(t['ort_fwd'])} | {cell(t['torch_fwd'])} | "
+            f"{cell(t['torch_grad'])} | {cell(t['lrp'])} | {cell(t['zennit'])} | {r['lrp/ort_fwd']:.2f} | "
+            f"{r['zennit/lrp']:.2f} | {r['lrp/torch_grad']:.2f} |"
+        )
+    lines += [
+        "",
+        "## Peak memory (MiB, one fresh subprocess per measurement)",
+        "",
+        "*run*: peak RSS during the first run minus the RSS just before it (activations, relevance "
+        "buffers, onnxruntime's arena, autograd graph); *total*: the process's peak RSS minus its RSS after "
+        "the imports (adds the model, the session and its weight copies). Peak RSS is read from "
+        "/proc/self/status VmHWM after resetting it through /proc/self/clear_refs.",
+        "",
+        "| case | batch | rule | ort forward run/total | torch gradient run/total | onnxlrp run/total | zennit run/total |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def mem(d):
+        if not d:
+            return "-"
+        if "error" in d:
+            return "error"
+        return f"{d['run_mib']:.0f} / {d['total_mib']:.0f}"
+
+    for row in res["rows"]:
+        mm = row.get("memory", {})
+        lines.append(
+            f"| {row['case']} | {row['batch']} | {row['rule']} | {mem(mm.get('ort_fwd'))} | {mem(mm.get('torch_grad'))} | "
+            f"{mem(mm.get('lrp'))} | {mem(mm.get('zennit'))} |"
+        )
+    lines += [
+        "",
+        "## Compile time (onnxlrp.compile, best of the repeats, s)",
+        "",
+        "| case | ONNX nodes | epsilon | epsilon-plus |",
+        "| --- | --- | --- | --- |",
+    ]
+    for case, ct in res["compile"].items():
+        lines.append(f"| {case} | {ct['nodes']} | {ct['epsilon']:.2f} | {ct['epsilon-plus']:.2f} |")
+    if res.get("session_options"):
+        lines += [
+            "",
+            "## onnxruntime session options on the relevance graph",
+            "",
+            "Time relative to the default (ORT_ENABLE_ALL, enable_mem_pattern on); < 1 is faster.",
+            "",
+            "| case | batch | rule | " + " | ".join(next(iter(res["session_options"]))["results"]) + " |",
+            "| --- | --- | --- | "
+            + " | ".join("---" for _ in next(iter(res["session_options"]))["results"])
+            + " |",
+        ]
+        for so in res["session_options"]:
+            lines.append(
+                f"| {so['case']} | {so['batch']} | {so['rule']} | "
+                + " | ".join(f"{v['vs_ALL']:.2f}" for v in so["results"].values())
+                + " |"
+            )
+    if res.get("prototypes"):
+        lines += [
+            "",
+            "## Prototype compiler rewrites (benchmarks/prototypes.py)",
+            "",
+            "Applied to the compiled relevance graph after the fact; exactness = max relative difference of "
+            "the relevance; speed-up = median per-round ratio before/after (> 1: the rewrite is faster). "
+            "Rows with 0 rewritten: nothing left to rewrite (the stride-1 rewrite is in the compiler since "
+            "commit 7f3254c).",
+            "",
+            "| prototype | case | batch | rule | rewritten | max rel diff | before ms | after ms | speed-up |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for p in res["prototypes"]:
+            if p["rewritten"]:
+                lines.append(
+                    f"| {p['prototype']} | {p['case']} | {p['batch']} | {p['rule']} | {p['rewritten']} | "
+                    f"{p['max_rel_diff']:.1g} | {ms(p['before'])} | {ms(p['after'])} | {p['speedup']:.2f}x |"
+                )
+            else:
+                lines.append(
+                    f"| {p['prototype']} | {p['case']} | {p['batch']} | {p['rule']} | 0 | - | - | - | - |"
+                )
+    if res.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in res["notes"]]
+    lines += [
+        "",
+        "## How to rerun",
+        "",
+        "```",
+        ". .venv/bin/activate",
+        "pip install --no-deps -r benchmarks/requirements.txt   # zennit 0.5.1; --no-deps keeps the CPU torch",
+        "python benchmarks/run.py            # full run, rewrites BENCHMARKS.md",
+        "python benchmarks/run.py --quick    # smoke test (LeNet only, seconds)",
+        "```",
+        "",
+        "zennit imports torchvision at import time; benchmarks/zennit_compat.py puts a two-class stub of "
+        "`torchvision.models.resnet` into sys.modules first (see its docstring). The ResNet-50 here is written "
+        "in benchmarks/models.py (torchvision's bottleneck layout, random weights, BatchNorm statistics "
+        "calibrated on random inputs); zennit's own ResNetCanonizer handles its residual sums, and a "
+        "small AttributeCanonizer does the same for the ResNet-9's.",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- main
+def plan(quick: bool):
+    if quick:
+        return [("lenet", 2)], {"rounds": 5, "budget": 1.0}, ["lenet"]
+    cases = [
+        ("lenet", 1),
+        ("lenet", 64),
+        ("cifar-paper", 1),
+        ("cifar-paper", 64),
+        ("resnet9", 1),
+        ("resnet9", 64),
+        ("resnet50", 1),
+        ("resnet50", 8),
+    ]
+    return cases, {"rounds": 30, "budget": 20.0}, list(models.CASES)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke test: LeNet only, a few rounds")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="report path (default BENCHMARKS.md; --quick: none)"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the raw results as JSON")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--cases", nargs="*", default=None, help="only these nets (lenet cifar-paper resnet9 resnet50)"
+    )
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_probe:
+        case, batch, tool, threads = json.loads(args.memory_probe)
+        print(json.dumps(memory_probe(case, batch, tool, threads)))
+        return 0
+
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    cases, timing, compile_cases = plan(args.quick)
+    if args.cases:
+        cases = [c for c in cases if c[0] in args.cases]
+        compile_cases = [c for c in compile_cases if c in args.cases]
+    res = {
+        "machine": machine(),
+        "quick": args.quick,
+        "threads": args.threads,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "rows": [],
+        "agreement": [],
+        "sources": {},
+        "compile": {},
+        "session_options": [],
+        "prototypes": [],
+        "notes": [],
+    }
+    if any(c == "resnet50" for c, _ in cases):
+        res["notes"].append(
+            "ResNet-50 runs at batch 8, not 64 (zennit's EpsilonPlus at batch 64 takes minutes per run on 2 cores)."
+        )
+
+    for case in compile_cases:
+        print(f"compile {case}", flush=True)
+        res["compile"][case] = compile_times(case, 1 if args.quick else 2)
+
+    for case, batch in cases:
+        print(f"== {case} batch {batch}", flush=True)
+        tools = Tools(case, batch, args.threads)
+        res["sources"][case] = tools.source
+        for rule in RULES:
+            a = agreement(tools, rule)
+            res["agreement"].append({"case": case, "batch": batch, "rule": rule, **a})
+            print(f"   agreement {rule}: {a}", flush=True)
+        names = ["ort_fwd", "torch_fwd", "torch_grad"] + [
+            f"{k}:{r}" for r in RULES for k in ("lrp", "zennit")
+        ]
+        fns = {n: tools.make(n) for n in names}
+        big = case == "resnet50"
+        times = interleaved(fns, timing["rounds"] if not big else 7, timing["budget"] * (3 if big else 1))
+        for rule in RULES:
+            row = {
+                "case": case,
+                "batch": batch,
+                "rule": rule,
+                "times": {
+                    "ort_fwd": summary(times["ort_fwd"]),
+                    "torch_fwd": summary(times["torch_fwd"]),
+                    "torch_grad": summary(times["torch_grad"]),
+                    "lrp": summary(times[f"lrp:{rule}"]),
+                    "zennit": summary(times[f"zennit:{rule}"]),
+                },
+                "ratios": {
+                    "lrp/ort_fwd": paired_ratio(times[f"lrp:{rule}"], times["ort_fwd"]),
+                    "zennit/lrp": paired_ratio(times[f"zennit:{rule}"], times[f"lrp:{rule}"]),
+                    "lrp/torch_grad": paired_ratio(times[f"lrp:{rule}"], times["torch_grad"]),
+                },
+                "memory": {},
+            }
+            print(f"   {rule}: " + json.dumps({k: round(v, 2) for k, v in row["ratios"].items()}), flush=True)
+            res["rows"].append(row)
+        if not args.no_memory:
+            for tool in ["ort_fwd", "torch_grad"] + [f"{k}:{r}" for r in RULES for k in ("lrp", "zennit")]:
+                result = measure_memory(case, batch, tool, args.threads)
+                print(f"   memory {tool}: {result}", flush=True)
+                for row in res["rows"][-len(RULES) :]:
+                    if ":" not in tool:
+                        row["memory"][tool] = result
+                    elif tool.endswith(":" + row["rule"]):
+                        row["memory"][tool.split(":")[0]] = result
+        if args.quick or (case, batch) in {
+            ("cifar-paper", 64),
+            ("resnet9", 1),
+            ("resnet9", 64),
+            ("resnet50", 1),
+        }:
+            rounds, budget = (3, 0.5) if args.quick else (9, 15.0)
+            so = session_options(tools, "epsilon-plus", rounds, budget)
+            res["session_options"].append(
+                {"case": case, "batch": batch, "rule": "epsilon-plus", "results": so}
+            )
+            print(f"   session options: { {k: round(v['vs_ALL'], 2) for k, v in so.items()} }", flush=True)
+            for rule in RULES:
+                for p in prototype_speedups(tools, rule, rounds, budget):
+                    res["prototypes"].append({"case": case, "batch": batch, "rule": rule, **p})
+                    print(f"   prototype {rule}: {p}", flush=True)
+
+    res["load_end"] = os.getloadavg()
+    res["wall_s"] = time.time() - start
+    out = args.out or (None if args.quick else ROOT / "BENCHMARKS.md")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1, default=str))
+    if out is not None:
+        write_report(res, out)
+        print(f"wrote {out}")
+    print(f"done in {res['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
