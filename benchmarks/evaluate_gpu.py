@@ -318,60 +318,69 @@ def device(args) -> None:
                 st["seconds"][m.label] += time.time() - t0
         done = sl.stop
         print(f"relevance: {done} images, {time.time() - t_start:.0f}s", flush=True)
-    for name, st in state.items():
-        fwd = torch_forward(st["path"], dev)
-        x = st["x"][:done]
-        targets = st["targets"][:done]
-        clean = np.concatenate([fwd(x[i : i + 4096]) for i in range(0, len(x), 4096)])
-        arrays, timings = {}, {}
+    variants = [("", "morf", "uniform"), ("_lerf", "lerf", "uniform"), ("_blur", "morf", "blur")]
+    for st in state.values():
+        st["fwd"] = torch_forward(st["path"], dev)
+        st["arrays"], st["timings"] = {}, {}
         for m in st["methods"]:
-            sc = np.concatenate(st["scores"][m.label])
-            arrays[f"scores::{m.label}"] = sc
-            t0 = time.time()
-            for tag, order, pert in (
-                ("", "morf", "uniform"),
-                ("_lerf", "lerf", "uniform"),
-                ("_blur", "morf", "blur"),
-            ):
-                arrays[f"curves{tag}::{m.label}"] = ev.perturbation_curve(
-                    fwd, x, sc, targets, region=args.region, steps=args.steps, perturbation=pert,
-                    order=order, batch_size=args.batch_size, seed=args.seed, value_range=st["value_range"],
-                )  # fmt: skip
-            timings[m.label] = {
-                "relevance_s_per_image": round(st["seconds"][m.label] / max(done, 1), 4),
-                "curves_s_3_variants": round(time.time() - t0, 2),
+            st["arrays"][f"scores::{m.label}"] = np.concatenate(st["scores"][m.label])
+            st["timings"][m.label] = {
+                "relevance_s_per_image": round(st["seconds"][m.label] / max(done, 1), 4)
             }
-            print(name, m.label, timings[m.label], f"aopc={ev.aopc(arrays['curves::' + m.label])[0]:.4f}",
-                  flush=True)  # fmt: skip
-        meta = {
-            "model": name,
-            "model_path": str(st["path"]),
-            "data": "cifar10"
-            if "cifar" in args.inputs[name]
-            else "mnist"
-            if "mnist" in args.inputs[name]
-            else "npz",
-            "region": args.region,
-            "steps": args.steps,
-            "seed": args.seed,
-            "perturbation": "uniform",
-            "order": "morf",
-            "value_range": [v.tolist() for v in st["value_range"]],
-            "labels_used": st["order"],
-            "alias": st["alias"],
-            "notes": [],
-            "timings": timings,
-            "n_done": done,
-            "forward_check": {
-                "max_abs_logit_diff_torch_vs_onnxruntime": float(np.abs(clean - st["logits"][:done]).max()),
-                "argmax_agreement": float((clean.argmax(1) == targets).mean()),
-            },
-        }
-        np.savez(out / f"{name}.npz", targets=targets, logits=st["logits"][:done],
-                 labels=st["labels"][:done], meta=json.dumps(meta), **arrays)  # fmt: skip
-        log["models"][name] = {k: meta[k] for k in ("n_done", "timings", "forward_check")}
-        (out / "device_log.json").write_text(json.dumps(log, indent=1))
-        print(name, "done", meta["forward_check"], f"{time.time() - t_start:.0f}s", flush=True)
+    for tag, order, pert in variants:
+        if tag and time.time() - t_start > args.extras_deadline:
+            print(f"skipping variant {tag}: {time.time() - t_start:.0f}s", flush=True)
+            continue
+        for name, st in state.items():
+            fwd, x, targets = st["fwd"], st["x"][:done], st["targets"][:done]
+            arrays, timings = st["arrays"], st["timings"]
+            for m in st["methods"]:
+                t0 = time.time()
+                arrays[f"curves{tag}::{m.label}"] = ev.perturbation_curve(
+                    fwd, x, arrays[f"scores::{m.label}"], targets, region=args.region, steps=args.steps,
+                    perturbation=pert, order=order, batch_size=args.batch_size, seed=args.seed,
+                    value_range=st["value_range"],
+                )  # fmt: skip
+                timings[m.label][f"curves{tag or '_morf'}_s"] = round(time.time() - t0, 2)
+                print(name, tag or "morf", m.label, timings[m.label],
+                      f"aopc={ev.aopc(arrays[f'curves{tag}::' + m.label])[0]:.4f}", flush=True)  # fmt: skip
+            _save_device_result(args, out, log, name, st, done, t_start)
+
+
+def _save_device_result(args, out, log, name, st, done, t_start) -> None:
+    x, targets, arrays, timings = st["x"][:done], st["targets"][:done], st["arrays"], st["timings"]
+    if "clean" not in st:
+        st["clean"] = np.concatenate([st["fwd"](x[i : i + 4096]) for i in range(0, len(x), 4096)])
+    clean = st["clean"]
+    meta = {
+        "model": name,
+        "model_path": str(st["path"]),
+        "data": "cifar10"
+        if "cifar" in args.inputs[name]
+        else "mnist"
+        if "mnist" in args.inputs[name]
+        else "npz",
+        "region": args.region,
+        "steps": args.steps,
+        "seed": args.seed,
+        "perturbation": "uniform",
+        "order": "morf",
+        "value_range": [v.tolist() for v in st["value_range"]],
+        "labels_used": st["order"],
+        "alias": st["alias"],
+        "notes": [],
+        "timings": timings,
+        "n_done": done,
+        "forward_check": {
+            "max_abs_logit_diff_torch_vs_onnxruntime": float(np.abs(clean - st["logits"][:done]).max()),
+            "argmax_agreement": float((clean.argmax(1) == targets).mean()),
+        },
+    }
+    np.savez(out / f"{name}.npz", targets=targets, logits=st["logits"][:done],
+             labels=st["labels"][:done], meta=json.dumps(meta), **arrays)  # fmt: skip
+    log["models"][name] = {k: meta[k] for k in ("n_done", "timings", "forward_check")}
+    (out / "device_log.json").write_text(json.dumps(log, indent=1))
+    print(name, "done", meta["forward_check"], f"{time.time() - t_start:.0f}s", flush=True)
 
 
 def finish(args) -> None:
@@ -457,6 +466,7 @@ def main() -> None:
     e.add_argument("--rel-batch", type=int, default=100)
     e.add_argument("--deadline", type=float, default=420.0, help="no relevance chunk starts after this")
     e.add_argument("--chunk", type=int, default=100)
+    e.add_argument("--extras-deadline", type=float, default=480.0, help="no LeRF/blur variant after this")
     e.set_defaults(func=device)
     c = sub.add_parser("finish")
     c.add_argument("model")
