@@ -1177,11 +1177,9 @@ def reference_lrp(
     if start is None:
         R0, t = _one_hot_seed(np.asarray(logits, np.float64), target, seed)
         rel[logits_name] = R0
-        start_name = logits_name
     else:
         rel[start] = np.asarray(start_seed, np.float64).reshape(np.shape(vals[start]))
         _, t = _one_hot_seed(np.asarray(logits, np.float64), target, "onehot")
-        start_name = start
 
     def add_rel(name, r):
         if not is_act(name):
@@ -1189,16 +1187,10 @@ def reference_lrp(
         r = np.asarray(r, np.float64).reshape(np.shape(vals[name]))
         rel[name] = rel[name] + r if name in rel else r
 
-    # only nodes upstream of the start tensor take part
-    upstream = {start_name}
+    # reverse topological order: when a node is reached, every consumer of its output has added
+    # its share to rel[output]; nodes whose output carries no relevance take no part
     for n in reversed(g.node):
-        if any(o in upstream for o in n.output) and not (start is None and id(n) in skipped):
-            upstream.update(i for i in n.input if i)
-
-    for n in reversed(g.node):
-        if id(n) in skipped or not any(o in rel for o in n.output):
-            continue
-        if n.output[0] not in upstream and start is not None and n.output[0] != start_name:
+        if id(n) in skipped or n.output[0] not in rel:
             continue
         R = rel[n.output[0]]
         op = n.op_type
