@@ -168,7 +168,8 @@ def render_explanation(
         ax.set_xticks([])
         ax.set_yticks([])
     _colorbar(fig, ax_bar, vmax)
-    fig.suptitle(title, fontsize=9, y=0.985, va="top")
+    lines = wrap_title(title, int(width / 1.1))  # fontsize 8: a little narrower than 9
+    fig.text(0.5, 0.985, "\n".join(lines[:4]), fontsize=8 if len(lines) > 2 else 9, ha="center", va="top")
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return vmax
