@@ -108,36 +108,9 @@ def _zoo_samples(name: str) -> tuple[list[np.ndarray], np.ndarray]:
     from onnxlrp import zoo
     from onnxlrp.cli.explain_cmd import read_image
 
-    paths = [Path(p) for p in zoo.sample_paths(name)]
-    labels = _manifest_labels(name, paths)
-    return [read_image(p) for p in paths], labels
-
-
-def _manifest_labels(name: str, paths: list[Path]) -> np.ndarray:
-    """Labels of sample files from zoo/manifest.json (searched by file name); -1 when unknown."""
-    from onnxlrp import zoo
-
-    by_file: dict[str, int] = {}
-    manifest_path = Path(
-        getattr(zoo, "MANIFEST", Path(zoo.__file__).resolve().parent.parent / "zoo" / "manifest.json")
-    )
-    if manifest_path.is_file():
-        data = json.loads(manifest_path.read_text())
-
-        def walk(node):
-            if isinstance(node, dict):
-                label = node.get("label", node.get("class_index", node.get("y")))
-                file = node.get("path", node.get("file", node.get("image")))
-                if isinstance(file, str) and isinstance(label, int):
-                    by_file[Path(file).name] = label
-                for value in node.values():
-                    walk(value)
-            elif isinstance(node, list):
-                for value in node:
-                    walk(value)
-
-        walk(data)
-    return np.array([by_file.get(p.name, -1) for p in paths], dtype=np.int64)
+    entries = zoo.samples(name)
+    images = [read_image(zoo.zoo_dir() / e["file"]) for e in entries]
+    return images, np.array([int(e["label"]) for e in entries], dtype=np.int64)
 
 
 def mnist_test(limit: int) -> tuple[list[np.ndarray], np.ndarray, str]:

@@ -83,8 +83,8 @@ def load_model(spec: str | Path) -> ModelHandle:
     spec_str = str(spec)
     if zoo is not None and not Path(spec_str).exists():
         try:
-            names = list(zoo.list_models())
-        except Exception:  # the zoo is optional here
+            names = [m["name"] if isinstance(m, dict) else str(m) for m in zoo.list_models()]
+        except Exception:  # the zoo is optional here (no manifest yet)
             names = []
         if spec_str in names:
             zoo_model = zoo.load(spec_str)
