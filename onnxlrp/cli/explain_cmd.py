@@ -24,6 +24,8 @@ With ``--augment flip,hue`` each image input also gets ``<name>_flip`` (mirrored
 ``<name>_hue`` (hue rotated by 0.3 of the colour circle in HSV, on the uint8 image before
 preprocessing) copies, as in the seed paper's Figure 7.
 
+Rules: the options of `onnxlrp compile` (--rule epsilon|alphabeta:3,2|..., --composite, --epsilon,
+--alpha/--beta, --first-rule, --layer-rule ...); default --rule epsilon (eps = 1, the seed paper's).
 The relevance graph runs once for the whole batch (in chunks of --batch-size for memory).
 """
 
@@ -40,6 +42,7 @@ import numpy as np
 
 from onnxlrp import augment as aug
 from onnxlrp import heatmap
+from onnxlrp.cli.options import add_model_argument, add_rule_arguments
 from onnxlrp.errors import ModelLoadError, OnnxLrpError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -119,12 +122,11 @@ def load_model(spec: str | Path) -> ModelHandle:
 
 
 def compile_kwargs_from_args(args) -> dict:
-    kwargs = {}
-    for key in ("rule", "composite", "epsilon", "alpha", "beta"):
-        value = getattr(args, key, None)
-        if value is not None:
-            kwargs[key] = value
-    if kwargs.get("alpha") is not None and kwargs.get("beta") is None:
+    """onnxlrp.compile keyword arguments from the shared rule options (default: epsilon, eps=1)."""
+    from onnxlrp.cli.options import compile_options
+
+    kwargs = {k: v for k, v in compile_options(args).items() if v is not None}
+    if kwargs.get("rule") == "alphabeta" and "alpha" in kwargs and "beta" not in kwargs:
         kwargs["beta"] = kwargs["alpha"] - 1.0
     if kwargs.get("rule") is None and kwargs.get("composite") is None:
         kwargs["rule"] = "epsilon"
@@ -138,6 +140,8 @@ def describe_rule(kwargs: dict) -> str:
             text += f" (eps={kwargs['epsilon']:g})"
         return text
     rule = kwargs.get("rule", "epsilon")
+    if not isinstance(rule, str):  # a Rule object, e.g. from --rule alphabeta:3,2
+        return str(rule)
     if rule == "epsilon":
         return f"epsilon (eps={kwargs.get('epsilon', 1.0):g})"
     if rule == "alphabeta":
@@ -332,16 +336,9 @@ def register(subparsers) -> None:
         description=__doc__.split("\n\n", 2)[-1] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="an .onnx file or a zoo model name")
+    add_model_argument(p)
     p.add_argument("images", nargs="+", help="image files (PNG/JPEG) or one .npy batch")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument(
-        "--rule", help="epsilon|lrp0|gamma|alphabeta|zplus|wsquare|flat|zbox (default epsilon)"
-    )
-    group.add_argument("--composite", help="epsilon|epsilon-plus|epsilon-alpha2-beta1|...")
-    p.add_argument("--epsilon", type=float, help="epsilon of the epsilon rule (default 1)")
-    p.add_argument("--alpha", type=float, help="alpha of alphabeta (beta defaults to alpha - 1)")
-    p.add_argument("--beta", type=float, help="beta of alphabeta")
+    add_rule_arguments(p)
     p.add_argument("--target", type=int, help="class to explain (default: each input's predicted class)")
     p.add_argument("--out", default="explain-out", help="output folder (default explain-out)")
     p.add_argument(
