@@ -376,8 +376,9 @@ def _save_device_result(args, out, log, name, st, done, t_start) -> None:
             "argmax_agreement": float((clean.argmax(1) == targets).mean()),
         },
     }
-    np.savez(out / f"{name}.npz", targets=targets, logits=st["logits"][:done],
-             labels=st["labels"][:done], meta=json.dumps(meta), **arrays)  # fmt: skip
+    small = {k: v.astype(np.float32) for k, v in arrays.items()}  # the logits are float32 anyway
+    np.savez_compressed(out / f"{name}.npz", targets=targets, logits=st["logits"][:done],
+                        labels=st["labels"][:done], meta=json.dumps(meta), **small)  # fmt: skip
     log["models"][name] = {k: meta[k] for k in ("n_done", "timings", "forward_check")}
     (out / "device_log.json").write_text(json.dumps(log, indent=1))
     print(name, "done", meta["forward_check"], f"{time.time() - t_start:.0f}s", flush=True)

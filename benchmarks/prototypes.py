@@ -156,3 +156,50 @@ def pointwise_strided_transpose(model: onnx.ModelProto) -> tuple[onnx.ModelProto
     del graph.initializer[:]
     graph.initializer.extend(kept + new_inits)
     return out, rewritten
+
+
+# --------------------------------------------------------------------------- compile time
+def skeleton(model: onnx.ModelProto, limit: int = 1024) -> onnx.ModelProto:
+    """The model without its weights: every initializer over `limit` bytes becomes a graph input of
+    the same type and shape (small ones, e.g. Reshape shapes, stay: shape inference reads them)."""
+    graph = model.graph
+    big = [i for i in graph.initializer if i.ByteSize() > limit]
+    small = [i for i in graph.initializer if i.ByteSize() <= limit]
+    inputs = list(graph.input) + [
+        helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in big
+    ]
+    result = helper.make_model(
+        helper.make_graph(
+            list(graph.node), graph.name, inputs, list(graph.output), small, value_info=graph.value_info
+        ),
+        opset_imports=list(model.opset_import),
+    )
+    result.ir_version = model.ir_version
+    return result
+
+
+class weightless_checks:
+    """Within the block, onnx.checker.check_model and onnx.shape_inference.infer_shapes see the model
+    without its weights. Both only need the graph and the initializers' shapes; with the weights,
+    each serialises the whole model (hundreds of MB for a ResNet-50 relevance graph) first.
+    onnxlrp calls check_model(full_check=True) once and infer_shapes twice per compile, and only
+    reads types and shapes from infer_shapes' result, so its output is unchanged."""
+
+    def __enter__(self):
+        self.saved = (onnx.checker.check_model, onnx.shape_inference.infer_shapes)
+        check, infer = self.saved
+
+        def check_model(model, full_check=False, **kwargs):
+            if isinstance(model, onnx.ModelProto):
+                model = skeleton(model)
+            return check(model, full_check=full_check, **kwargs)
+
+        def infer_shapes(model, *args, **kwargs):
+            return infer(skeleton(model) if isinstance(model, onnx.ModelProto) else model, *args, **kwargs)
+
+        onnx.checker.check_model, onnx.shape_inference.infer_shapes = check_model, infer_shapes
+        return self
+
+    def __exit__(self, *exc):
+        onnx.checker.check_model, onnx.shape_inference.infer_shapes = self.saved
+        return False

@@ -19,7 +19,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -206,20 +205,23 @@ def memory_probe(case: str, batch: int, tool: str, threads: int) -> dict:
     """Run inside a fresh subprocess: build the tool, then run it once and report the peak RSS.
     run_mib: peak during the first run minus the RSS just before it (what the computation itself
     needs: activations, relevance buffers, onnxruntime's arena); total_mib: the process's peak minus
-    its RSS after the imports (adds the model, the session and its copies of the weights)."""
+    its RSS after the imports (adds the model, the session and its copies of the weights).
+    Peaks come from VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a child of a
+    big parent would report the parent's size."""
     torch.set_num_threads(threads)
     after_imports = _rss_kib("VmRSS")
     tools = Tools(case, batch, threads, rules=tuple(r for r in RULES if r in tool) or ("epsilon",))
     fn = tools.make(tool)
+    setup_peak = _rss_kib("VmHWM")
     before = _rss_kib("VmRSS")
-    exact = _reset_peak()
+    if not _reset_peak():
+        return {"error": "cannot reset the peak RSS (/proc/self/clear_refs)"}
     fn()
-    peak = _rss_kib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    overall = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _rss_kib("VmHWM")
     return {
         "run_mib": (peak - before) / 1024,
-        "total_mib": (max(overall, peak) - after_imports) / 1024,
-        "exact": exact,
+        "total_mib": (max(setup_peak, peak) - after_imports) / 1024,
+        "v": 2,
     }
 
 
@@ -244,12 +246,16 @@ def compile_times(case: str, repeats: int) -> dict:
     proto = onnx.load(str(path))
     result = {}
     for rule, kwargs in RULES.items():
-        ts = []
+        ts, fast = [], []
         for _ in range(repeats):
             start = time.perf_counter()
             onnxlrp.compile(proto, **kwargs)
             ts.append(time.perf_counter() - start)
-        result[rule] = min(ts)
+            with prototypes.weightless_checks():  # prototype: checker and shape inference without weights
+                start = time.perf_counter()
+                onnxlrp.compile(proto, **kwargs)
+                fast.append(time.perf_counter() - start)
+        result[rule], result[rule + " weightless"] = min(ts), min(fast)
     result["nodes"] = len(proto.graph.node)
     return result
 
@@ -335,15 +341,18 @@ def write_report(res: dict, path: Path) -> None:
         f"({res['wall_s'] / 60:.1f} min).",
         "",
         f"- Machine: {m['cpu']}, {m['cores']} cores; load average at start "
-        f"{m['load_start'][0]:.1f}, at end {res['load_end'][0]:.1f} (a shared machine: other jobs run beside this one).",
-        f"- Versions: Python {m['python']}, torch {m['torch']}, onnx {m['onnx']}, onnxruntime {m['onnxruntime']}, "
+        f"{m['load_start'][0]:.1f}, at end {res['load_end'][0]:.1f} (a shared machine: other jobs run "
+        "beside this one).",
+        f"- Versions: Python {m['python']}, torch {m['torch']}, onnx {m['onnx']}, onnxruntime "
+        f"{m['onnxruntime']}, "
         f"zennit {m['zennit']}, numpy {m['numpy']}, onnxlrp {m['onnxlrp']}.",
         f"- Threads: {res['threads']} everywhere (torch.set_num_threads, onnxruntime intra_op_num_threads; "
         "inter_op 1).",
         "- Weights: "
         + "; ".join(f"{c}: {s}" for c, s in res["sources"].items())
         + ". Inputs: uniform in [-1, 1].",
-        "- Times: median over interleaved rounds (every tool once per round, rotating order) after one warm-up "
+        "- Times: median over interleaved rounds (every tool once per round, rotating order) after one "
+        "warm-up "
         "run each; spread = interquartile range [q1, q3]. Ratios: median over rounds of the per-round ratio. "
         "Compare ratios, not absolute times, between runs: the machine is shared and noisy.",
         "- onnxlrp = one onnxruntime session computing forward + relevance (`RelevanceSession.run`). "
@@ -374,14 +383,18 @@ def write_report(res: dict, path: Path) -> None:
         lm, zm = mem.get("lrp", {}), mem.get("zennit", {})
         if "run_mib" in lm and "run_mib" in zm:
             lines.append(
-                f"| peak memory of the run: onnxlrp <= zennit | {row['case']} b{row['batch']} {row['rule']} | "
-                f"{lm['run_mib']:.0f} vs {zm['run_mib']:.0f} MiB | {verdict(zm['run_mib'] - lm['run_mib'], 0, True)} |"
+                f"| peak memory of the run: onnxlrp <= zennit | {row['case']} b{row['batch']} "
+                f"{row['rule']} | "
+                f"{lm['run_mib']:.0f} vs {zm['run_mib']:.0f} MiB | "
+                f"{verdict(zm['run_mib'] - lm['run_mib'], 0, True)} |"
             )
     for case, ct in res["compile"].items():
         worst = max(ct[r] for r in RULES)
+        label = verdict(worst, 1.0, False)
+        if case != "resnet50":
+            label = f"(not ResNet-50: {label})"
         lines.append(
-            f"| compile < 1 s (ResNet-50-sized) | {case} ({ct['nodes']} nodes) | {worst:.2f} s | "
-            f"{verdict(worst, 1.0, False) if case == 'resnet50' else '(not ResNet-50: ' + verdict(worst, 1.0, False) + ')'} |"
+            f"| compile < 1 s (ResNet-50-sized) | {case} ({ct['nodes']} nodes) | {worst:.2f} s | {label} |"
         )
     lines += [
         "",
@@ -389,7 +402,8 @@ def write_report(res: dict, path: Path) -> None:
         "",
         "max |onnxlrp - zennit| / max |zennit| over the relevance map. *same weights*: zennit on a "
         "BatchNorm-free twin holding the ONNX file's folded weights (bit-identical to onnxlrp's): the "
-        "correctness check. *canonizer*: zennit on the BatchNorm model with its canonizers (merging BatchNorm "
+        "correctness check. *canonizer*: zennit on the BatchNorm model with its canonizers (merging "
+        "BatchNorm "
         "itself): adds the rounding difference of two BatchNorm foldings, amplified through the net.",
         "",
         "| case | batch | rule | same weights | canonizer | sum onnxlrp | sum zennit |",
@@ -397,7 +411,8 @@ def write_report(res: dict, path: Path) -> None:
     ]
     for a in res["agreement"]:
         lines.append(
-            f"| {a['case']} | {a['batch']} | {a['rule']} | {a['same_weights']:.2g} | {a.get('canonizer', float('nan')):.2g} | "
+            f"| {a['case']} | {a['batch']} | {a['rule']} | {a['same_weights']:.2g} | "
+            f"{a.get('canonizer', float('nan')):.2g} | "
             f"{a['sum_lrp']:.4g} | {a['sum_zennit']:.4g} |"
         )
     lines += [
@@ -415,7 +430,8 @@ def write_report(res: dict, path: Path) -> None:
     for row in res["rows"]:
         t, r = row["times"], row["ratios"]
         lines.append(
-            f"| {row['case']} | {row['batch']} | {row['rule']} | {cell(t['ort_fwd'])} | {cell(t['torch_fwd'])} | "
+            f"| {row['case']} | {row['batch']} | {row['rule']} | {cell(t['ort_fwd'])} | "
+            f"{cell(t['torch_fwd'])} | "
             f"{cell(t['torch_grad'])} | {cell(t['lrp'])} | {cell(t['zennit'])} | {r['lrp/ort_fwd']:.2f} | "
             f"{r['zennit/lrp']:.2f} | {r['lrp/torch_grad']:.2f} |"
         )
@@ -428,7 +444,8 @@ def write_report(res: dict, path: Path) -> None:
         "the imports (adds the model, the session and its weight copies). Peak RSS is read from "
         "/proc/self/status VmHWM after resetting it through /proc/self/clear_refs.",
         "",
-        "| case | batch | rule | ort forward run/total | torch gradient run/total | onnxlrp run/total | zennit run/total |",
+        "| case | batch | rule | ort forward run/total | torch gradient run/total | onnxlrp run/total | "
+        "zennit run/total |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
 
@@ -442,18 +459,28 @@ def write_report(res: dict, path: Path) -> None:
     for row in res["rows"]:
         mm = row.get("memory", {})
         lines.append(
-            f"| {row['case']} | {row['batch']} | {row['rule']} | {mem(mm.get('ort_fwd'))} | {mem(mm.get('torch_grad'))} | "
+            f"| {row['case']} | {row['batch']} | {row['rule']} | {mem(mm.get('ort_fwd'))} | "
+            f"{mem(mm.get('torch_grad'))} | "
             f"{mem(mm.get('lrp'))} | {mem(mm.get('zennit'))} |"
         )
     lines += [
         "",
         "## Compile time (onnxlrp.compile, best of the repeats, s)",
         "",
-        "| case | ONNX nodes | epsilon | epsilon-plus |",
-        "| --- | --- | --- | --- |",
+        "*weightless*: the same compile with onnx.checker.check_model and onnx.shape_inference.infer_shapes "
+        "given the model without its weights (prototype benchmarks.prototypes.weightless_checks; output "
+        "byte-identical).",
+        "",
+        "| case | ONNX nodes | epsilon | epsilon weightless | epsilon-plus | epsilon-plus weightless |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for case, ct in res["compile"].items():
-        lines.append(f"| {case} | {ct['nodes']} | {ct['epsilon']:.2f} | {ct['epsilon-plus']:.2f} |")
+        fast = [ct.get(r + " weightless") for r in RULES]
+        fast = [f"{f:.2f}" if f is not None else "-" for f in fast]
+        lines.append(
+            f"| {case} | {ct['nodes']} | {ct['epsilon']:.2f} | {fast[0]} | {ct['epsilon-plus']:.2f} | "
+            f"{fast[1]} |"
+        )
     if res.get("session_options"):
         lines += [
             "",
@@ -482,7 +509,8 @@ def write_report(res: dict, path: Path) -> None:
             "Rows with 0 rewritten: nothing left to rewrite (the stride-1 rewrite is in the compiler since "
             "commit 7f3254c).",
             "",
-            "| prototype | case | batch | rule | rewritten | max rel diff | before ms | after ms | speed-up |",
+            "| prototype | case | batch | rule | rewritten | max rel diff | before ms | after ms | "
+            "speed-up |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for p in res["prototypes"]:
@@ -497,19 +525,24 @@ def write_report(res: dict, path: Path) -> None:
                 )
     if res.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in res["notes"]]
+    analysis = Path(__file__).resolve().parent / "ANALYSIS.md"
+    if analysis.exists():  # hand-written reading of the numbers (kept out of the generated tables)
+        lines += ["", analysis.read_text().strip()]
     lines += [
         "",
         "## How to rerun",
         "",
         "```",
         ". .venv/bin/activate",
-        "pip install --no-deps -r benchmarks/requirements.txt   # zennit 0.5.1; --no-deps keeps the CPU torch",
+        "pip install --no-deps -r benchmarks/requirements.txt   # zennit 0.5.1; --no-deps keeps the CPU "
+        "torch",
         "python benchmarks/run.py            # full run, rewrites BENCHMARKS.md",
         "python benchmarks/run.py --quick    # smoke test (LeNet only, seconds)",
         "```",
         "",
         "zennit imports torchvision at import time; benchmarks/zennit_compat.py puts a two-class stub of "
-        "`torchvision.models.resnet` into sys.modules first (see its docstring). The ResNet-50 here is written "
+        "`torchvision.models.resnet` into sys.modules first (see its docstring). The ResNet-50 here is "
+        "written "
         "in benchmarks/models.py (torchvision's bottleneck layout, random weights, BatchNorm statistics "
         "calibrated on random inputs); zennit's own ResNetCanonizer handles its residual sums, and a "
         "small AttributeCanonizer does the same for the ResNet-9's.",
@@ -547,8 +580,36 @@ def main(argv=None) -> int:
         "--cases", nargs="*", default=None, help="only these nets (lenet cifar-paper resnet9 resnet50)"
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument("--from-json", type=Path, default=None, help="rewrite the report from a --json file")
+    parser.add_argument(
+        "--redo-compile", action="store_true", help="with --from-json: measure compile times again"
+    )
+    parser.add_argument(
+        "--redo-memory", action="store_true", help="with --from-json: re-measure outdated memory"
+    )
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.from_json:
+        res = json.loads(args.from_json.read_text())
+        if args.redo_memory:
+            done = {}
+            for row in res["rows"]:
+                for key, value in row["memory"].items():
+                    if value.get("v") != 2:
+                        tool = key if key in ("ort_fwd", "torch_grad") else f"{key}:{row['rule']}"
+                        at = (row["case"], row["batch"], tool)
+                        if at not in done:
+                            done[at] = measure_memory(row["case"], row["batch"], tool, res["threads"])
+                        row["memory"][key] = done[at]
+                        print(f"memory {row['case']} {row['batch']} {tool}: {row['memory'][key]}", flush=True)
+            args.from_json.write_text(json.dumps(res, indent=1, default=str))
+        if args.redo_compile:
+            for case in res["compile"]:
+                print(f"compile {case}", flush=True)
+                res["compile"][case] = compile_times(case, 1 if res["quick"] else 2)
+            args.from_json.write_text(json.dumps(res, indent=1, default=str))
+        write_report(res, args.out or ROOT / "BENCHMARKS.md")
+        return 0
     if args.memory_probe:
         case, batch, tool, threads = json.loads(args.memory_probe)
         print(json.dumps(memory_probe(case, batch, tool, threads)))
@@ -575,7 +636,8 @@ def main(argv=None) -> int:
     }
     if any(c == "resnet50" for c, _ in cases):
         res["notes"].append(
-            "ResNet-50 runs at batch 8, not 64 (zennit's EpsilonPlus at batch 64 takes minutes per run on 2 cores)."
+            "ResNet-50 runs at batch 8, not 64 (zennit's EpsilonPlus at batch 64 takes minutes per run "
+            "on 2 cores)."
         )
 
     for case in compile_cases:
