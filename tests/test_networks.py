@@ -95,3 +95,31 @@ def test_virtual_class_matches_reference(paper_nets):
         paper_nets["mnist"], _inputs((1, 32, 32)), "epsilon=1", target=np.array([4, 7])
     )
     assert list(want["target"]) == [4, 7]
+
+
+def test_rules_by_type_and_name(paper_nets):
+    """Precedence: by node name > by op type > first-layer rule > composite."""
+    path = paper_nets["vgg"]
+    model = onnxlrp.compile(
+        path,
+        composite="epsilon-plus-flat",
+        rules_by_type={"Gemm": "alphabeta"},
+        rules_by_name={"/0/Conv": onnxlrp.rules.Epsilon(0.1), "/9/Gemm": onnxlrp.rules.WSquare()},
+    )
+    composite = reference.composite_rule_for_node("epsilon-plus-flat")
+
+    def rule_for_node(node, is_first):
+        if node.name == "/0/Conv":
+            return ("epsilon", 0.1)
+        if node.name == "/9/Gemm":
+            return ("wsquare",)
+        if node.op_type == "Gemm":
+            return ("alphabeta", 2.0, 1.0)
+        return composite(node, is_first)
+
+    x = _inputs((3, 32, 32))
+    got = onnxlrp.RelevanceSession(model).run(x)["relevance"]
+    want = reference.reference_lrp(str(path), x.astype(np.float64), rule_for_node)["relevance"]
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    with pytest.raises(ValueError, match="no linear layer: nope"):
+        onnxlrp.compile(path, rules_by_name={"nope": "flat"})
