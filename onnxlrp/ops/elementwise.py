@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxlrp.ops import EmitContext, register
+from onnxlrp.errors import UnsupportedModelError
+from onnxlrp.ops import EmitContext, carried_inputs, register, spec_for
 
 
 @register(
@@ -38,14 +39,14 @@ def emit_arithmetic(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> 
     Add fused into the linear layer before it is such a case. With several (residual Add, Sum, Sub):
     R_k = x_k * R / stab(sum of x_k, eps), eps from the node's epsilon-type rule (see composites),
     each reduced back to its input's broadcast shape."""
-    from onnxlrp.ops import carried_inputs, spec_for
-
     dynamic = carried_inputs(spec_for(node.op_type), node, ctx.info)
+    if node.op_type == "Div" and dynamic == [1]:
+        raise UnsupportedModelError(
+            f"node '{node.name}' (Div): a constant divided by an activation has no LRP rule"
+        )
     if len(dynamic) == 1:
         return {dynamic[0]: relevance[0]}
     if node.op_type not in ("Add", "Sum", "Sub"):
-        from onnxlrp.errors import UnsupportedModelError
-
         raise UnsupportedModelError(
             f"node '{node.name}' ({node.op_type}): a product or quotient of two activations has no LRP rule"
         )

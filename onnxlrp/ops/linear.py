@@ -13,7 +13,6 @@ from onnxlrp.errors import UnsupportedModelError
 from onnxlrp.ops import EmitContext, register
 from onnxlrp.rules import LinearLayer
 
-
 # Write a stride-1 Conv's transpose as a Conv (flipped kernel) instead of a ConvTranspose: same
 # result, faster in onnxruntime (benchmarks/ measures it; the switch exists for that comparison).
 STRIDE1_TRANSPOSE_AS_CONV = True
@@ -96,7 +95,7 @@ def flipped_kernel(weight: np.ndarray, group: int) -> np.ndarray:
     return np.ascontiguousarray(np.flip(swapped, axis=tuple(range(2, weight.ndim))))
 
 
-def layer_bias(ctx: EmitContext, node: onnx.NodeProto, own_bias: np.ndarray | None, out_rank: int):
+def layer_bias(ctx: EmitContext, node: onnx.NodeProto, own_bias: np.ndarray | None):
     """The layer's bias shaped to broadcast against its output, and its output tensor (after a fused
     bias Add when there is one)."""
     bias, output = own_bias, node.output[0]
@@ -125,7 +124,7 @@ def emit_conv(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     own_bias = None
     if len(node.input) > 2 and node.input[2]:
         own_bias = _const_input(ctx, node, 2, "bias").reshape((1, -1) + (1,) * rank)
-    bias, output = layer_bias(ctx, node, own_bias, rank + 2)
+    bias, output = layer_bias(ctx, node, own_bias)
     forward, transpose = conv_maps(ctx, node, x, node.output[0], weight.shape[2:], ctx.attr(node, "group", 1))
     layer = LinearLayer(x, weight, bias, forward, transpose, output, x in ctx.nonnegative)
     return {0: ctx.rule.propagate(ctx.b, layer, relevance[0])}
@@ -148,7 +147,7 @@ def _matmul_layer(ctx: EmitContext, node, x_index: int, weight: np.ndarray, own_
         wt = b.const(np.swapaxes(w, -1, -2).copy(), "wt")
         return maybe_t(b.op("MatMul", [wt, s] if right else [s, wt]))
 
-    bias, output = layer_bias(ctx, node, own_bias, len(ctx.info.shape(node.output[0])))
+    bias, output = layer_bias(ctx, node, own_bias)
     return LinearLayer(x, weight, bias, forward, transpose, output, x in ctx.nonnegative)
 
 
@@ -197,7 +196,7 @@ def emit_batchnorm(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> d
     def scale_by(inp: str, w: np.ndarray) -> str:
         return b.op("Mul", [inp, b.const(w.reshape(channel), "bn")])
 
-    bias, output = layer_bias(ctx, node, (shift - mean * a).reshape(channel), rank)
+    bias, output = layer_bias(ctx, node, (shift - mean * a).reshape(channel))
     layer = LinearLayer(
         node.input[0],
         a.astype(np.float32),
@@ -247,6 +246,6 @@ def emit_conv_transpose(ctx: EmitContext, node: onnx.NodeProto, relevance: list)
     own_bias = None
     if len(node.input) > 2 and node.input[2]:
         own_bias = _const_input(ctx, node, 2, "bias").reshape((1, -1) + (1,) * rank)
-    bias, output = layer_bias(ctx, node, own_bias, rank + 2)
+    bias, output = layer_bias(ctx, node, own_bias)
     layer = LinearLayer(x, weight, bias, forward, transpose, output, x in ctx.nonnegative)
     return {0: ctx.rule.propagate(b, layer, relevance[0])}
