@@ -421,7 +421,8 @@ def finish(args) -> None:
     result = ev.EvaluationResult(args.model, meta["data"], curves_by, s, accuracy, meta["notes"])
     paths = ev.write_results(result, args.out, stem="aopc" + args.variant)
     for row in result.table():
-        print(f"{row['method']:<32} {row['aopc']:>10.4f} {row['stderr']:>8.4f}")
+        vs = f"{row['vs_random']:>+10.4f} {row['vs_random_stderr']:>8.4f}" if "vs_random" in row else ""
+        print(f"{row['method']:<32} {row['aopc']:>10.4f} {row['stderr']:>8.4f} {vs}")
     print(json.dumps({k: str(v) for k, v in paths.items()}))
 
 

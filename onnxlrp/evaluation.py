@@ -50,6 +50,7 @@ __all__ = [
     "load_dataset",
     "method_region_scores",
     "onnx_forward",
+    "paired_difference",
     "parse_method",
     "perturbation_curve",
     "plot_curves",
@@ -278,6 +279,16 @@ def aopc_per_image(curves: np.ndarray) -> np.ndarray:
     """Per image: 1/(L+1) * sum_{k=0..L} (f(x^(0)) - f(x^(k))). curves: [N, L+1]."""
     curves = np.asarray(curves, dtype=np.float64)
     return (curves[:, :1] - curves).mean(axis=1)
+
+
+def paired_difference(curves_a: np.ndarray, curves_b: np.ndarray) -> tuple[float, float]:
+    """AOPC(a) - AOPC(b) over the same images, and the standard error of the per-image differences.
+
+    Both methods see the same images and the same noise, so this is far tighter than comparing two
+    AOPCs with their own standard errors."""
+    diff = aopc_per_image(curves_a) - aopc_per_image(curves_b)
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+    return float(diff.mean()), se
 
 
 def aopc(curves: np.ndarray) -> tuple[float, float]:
@@ -678,11 +689,18 @@ class EvaluationResult:
     accuracy: float | None = None
     notes: list[str] = field(default_factory=list)
 
-    def table(self) -> list[dict]:
+    def table(self, baseline: str = "random") -> list[dict]:
+        """Rows: method, aopc, stderr, n, and (when ``baseline`` was run) the paired difference
+        to it per image, ``vs_<baseline>`` with its standard error (same images, same noise)."""
         rows = []
+        base = self.curves.get(baseline)
         for label, curves in self.curves.items():
             mean, se = aopc(curves)
-            rows.append({"method": label, "aopc": mean, "stderr": se, "n": int(curves.shape[0])})
+            row = {"method": label, "aopc": mean, "stderr": se, "n": int(curves.shape[0])}
+            if base is not None and base.shape == curves.shape:
+                d, d_se = paired_difference(curves, base)
+                row[f"vs_{baseline}"], row[f"vs_{baseline}_stderr"] = d, d_se
+            rows.append(row)
         return rows
 
 
@@ -890,9 +908,10 @@ def write_results(
     paths = {"json": out / f"{stem}.json", "csv": out / f"{stem}.csv", "curves": out / f"{stem}_curves.csv"}
     paths["json"].write_text(json.dumps(doc, indent=1))
     with open(paths["csv"], "w") as fh:
-        fh.write("method,aopc,stderr,n\n")
+        fh.write("method,aopc,stderr,n,vs_random,vs_random_stderr\n")
         for row in table:
-            fh.write(f"{row['method']},{row['aopc']:.6g},{row['stderr']:.6g},{row['n']}\n")
+            vs = f"{row['vs_random']:.6g},{row['vs_random_stderr']:.6g}" if "vs_random" in row else ","
+            fh.write(f"{row['method']},{row['aopc']:.6g},{row['stderr']:.6g},{row['n']},{vs}\n")
     with open(paths["curves"], "w") as fh:
         labels = list(mean_curves)
         fh.write("step," + ",".join(labels) + "\n")

@@ -383,3 +383,14 @@ def test_zoo_mnist_end_to_end(tmp_path):
     table = {r["method"]: r["aopc"] for r in res.table()}
     assert res.accuracy > 0.8
     assert table["epsilon:1"] > table["random"]
+
+
+def test_paired_difference_and_table():
+    a = np.array([[3.0, 1.0], [2.0, 0.0], [4.0, 1.0]])
+    b = np.array([[3.0, 2.0], [2.0, 1.0], [4.0, 3.0]])
+    d, se = ev.paired_difference(a, b)
+    per = ev.aopc_per_image(a) - ev.aopc_per_image(b)
+    assert d == pytest.approx(per.mean()) and se == pytest.approx(per.std(ddof=1) / np.sqrt(3))
+    res = ev.EvaluationResult("m", "d", {"x": a, "random": b}, {})
+    rows = {r["method"]: r for r in res.table()}
+    assert rows["x"]["vs_random"] == pytest.approx(d) and rows["random"]["vs_random"] == 0.0

@@ -107,9 +107,10 @@ def run(args) -> int:
         f"{s['perturbation']}, {s['order'].upper()}"
         + (f", accuracy {result.accuracy:.4f}" if result.accuracy is not None else "")
     )
-    print(f"{'method':<32} {'AOPC':>10} {'SE':>8}")
+    print(f"{'method':<32} {'AOPC':>10} {'SE':>8} {'-random':>10} {'SE':>8}")
     for row in result.table():
-        print(f"{row['method']:<32} {row['aopc']:>10.4f} {row['stderr']:>8.4f}")
+        vs = f"{row['vs_random']:>+10.4f} {row['vs_random_stderr']:>8.4f}" if "vs_random" in row else ""
+        print(f"{row['method']:<32} {row['aopc']:>10.4f} {row['stderr']:>8.4f} {vs}")
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     print(json.dumps({k: str(v) for k, v in paths.items()}))
