@@ -275,25 +275,34 @@ def perturbation_curve(
     return curves
 
 
-def aopc_per_image(curves: np.ndarray) -> np.ndarray:
-    """Per image: 1/(L+1) * sum_{k=0..L} (f(x^(0)) - f(x^(k))). curves: [N, L+1]."""
+def aopc_per_image(curves: np.ndarray, steps: int | None = None) -> np.ndarray:
+    """Per image: 1/(L+1) * sum_{k=0..L} (f(x^(0)) - f(x^(k))). curves: [N, L+1].
+
+    ``steps``: use only the first L = steps perturbations (the same as a run with that L, since a
+    run's perturbations are a prefix of a longer run's)."""
     curves = np.asarray(curves, dtype=np.float64)
+    if steps is not None:
+        if not 0 <= steps < curves.shape[1]:
+            raise ValueError(f"steps must be in 0..{curves.shape[1] - 1}, got {steps}")
+        curves = curves[:, : steps + 1]
     return (curves[:, :1] - curves).mean(axis=1)
 
 
-def paired_difference(curves_a: np.ndarray, curves_b: np.ndarray) -> tuple[float, float]:
+def paired_difference(
+    curves_a: np.ndarray, curves_b: np.ndarray, steps: int | None = None
+) -> tuple[float, float]:
     """AOPC(a) - AOPC(b) over the same images, and the standard error of the per-image differences.
 
     Both methods see the same images and the same noise, so this is far tighter than comparing two
     AOPCs with their own standard errors."""
-    diff = aopc_per_image(curves_a) - aopc_per_image(curves_b)
+    diff = aopc_per_image(curves_a, steps) - aopc_per_image(curves_b, steps)
     se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
     return float(diff.mean()), se
 
 
-def aopc(curves: np.ndarray) -> tuple[float, float]:
-    """AOPC (mean over images) and its standard error (sample std / sqrt(N))."""
-    per = aopc_per_image(curves)
+def aopc(curves: np.ndarray, steps: int | None = None) -> tuple[float, float]:
+    """AOPC (mean over images) and its standard error (sample std / sqrt(N)); ``steps``: the first L."""
+    per = aopc_per_image(curves, steps)
     se = float(per.std(ddof=1) / np.sqrt(len(per))) if len(per) > 1 else float("nan")
     return float(per.mean()), se
 
@@ -689,16 +698,17 @@ class EvaluationResult:
     accuracy: float | None = None
     notes: list[str] = field(default_factory=list)
 
-    def table(self, baseline: str = "random") -> list[dict]:
+    def table(self, baseline: str = "random", steps: int | None = None) -> list[dict]:
         """Rows: method, aopc, stderr, n, and (when ``baseline`` was run) the paired difference
-        to it per image, ``vs_<baseline>`` with its standard error (same images, same noise)."""
+        to it per image, ``vs_<baseline>`` with its standard error (same images, same noise).
+        ``steps``: AOPC over the first L perturbations only."""
         rows = []
         base = self.curves.get(baseline)
         for label, curves in self.curves.items():
-            mean, se = aopc(curves)
+            mean, se = aopc(curves, steps)
             row = {"method": label, "aopc": mean, "stderr": se, "n": int(curves.shape[0])}
             if base is not None and base.shape == curves.shape:
-                d, d_se = paired_difference(curves, base)
+                d, d_se = paired_difference(curves, base, steps)
                 row[f"vs_{baseline}"], row[f"vs_{baseline}_stderr"] = d, d_se
             rows.append(row)
         return rows
@@ -891,7 +901,8 @@ def write_results(
     result: EvaluationResult, out_dir: str | os.PathLike, stem: str = "aopc"
 ) -> dict[str, Path]:
     """Write ``<stem>.json`` (settings, table, mean curves), ``<stem>.csv`` (the table),
-    ``<stem>_curves.csv`` (mean curve per method) and ``<stem>.png`` into ``out_dir``."""
+    ``<stem>_curves.csv`` (mean curve per method), ``<stem>_per_image.npz`` (every image's curve,
+    float32, one array per method) and ``<stem>.png`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = result.table()
@@ -917,5 +928,7 @@ def write_results(
         fh.write("step," + ",".join(labels) + "\n")
         for k in range(len(next(iter(mean_curves.values()), []))):
             fh.write(f"{k}," + ",".join(f"{mean_curves[lb][k]:.6g}" for lb in labels) + "\n")
+    paths["per_image"] = out / f"{stem}_per_image.npz"
+    np.savez_compressed(paths["per_image"], **{k: v.astype(np.float32) for k, v in result.curves.items()})
     paths["png"] = plot_curves(result, out / f"{stem}.png")
     return paths

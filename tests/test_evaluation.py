@@ -394,3 +394,12 @@ def test_paired_difference_and_table():
     res = ev.EvaluationResult("m", "d", {"x": a, "random": b}, {})
     rows = {r["method"]: r for r in res.table()}
     assert rows["x"]["vs_random"] == pytest.approx(d) and rows["random"]["vs_random"] == 0.0
+
+
+def test_aopc_over_first_steps_equals_shorter_run(setup):
+    _, x, forward, targets, exact = setup
+    long = ev.perturbation_curve(forward, x[:8], exact[:8], targets[:8], region=2, steps=10, seed=1)
+    short = ev.perturbation_curve(forward, x[:8], exact[:8], targets[:8], region=2, steps=4, seed=1)
+    np.testing.assert_allclose(ev.aopc(long, steps=4), ev.aopc(short), rtol=1e-12)
+    with pytest.raises(ValueError):
+        ev.aopc(short, steps=5)
