@@ -203,3 +203,87 @@ class weightless_checks:
     def __exit__(self, *exc):
         onnx.checker.check_model, onnx.shape_inference.infer_shapes = self.saved
         return False
+
+
+# --------------------------------------------------------------------------- stabilisers
+NONNEG_PASS = {"Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape"}
+
+
+def _nonnegative_tensors(graph: onnx.GraphProto, inits: dict) -> set[str]:
+    """Tensors >= 0 by construction: ReLU outputs, pooled/reshaped non-negative tensors, Convs with
+    non-negative weights and bias on non-negative inputs, sums of non-negative tensors/constants."""
+    known: set[str] = set()
+
+    def nonneg(name: str) -> bool:
+        return name in known or (name in inits and bool(np.all(inits[name] >= 0)))
+
+    for node in graph.node:
+        op, ins = node.op_type, [i for i in node.input if i]
+        if (
+            op == "Relu"
+            or (op in NONNEG_PASS and nonneg(ins[0]))
+            or (op in ("Conv", "Add", "Identity", "Identity") and ins and all(nonneg(i) for i in ins))
+        ):
+            known.add(node.output[0])
+    return known
+
+
+def nonneg_denominators(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Where a stabilised denominator d + eps * sign0(d) has d >= 0 by construction (the z+ rule on
+    ReLU outputs: d = x+ W+ + b+), drop the sign test: d + eps. When d = Conv(x, W+) + b+, fold
+    b+ + eps into the Conv's bias, so the whole denominator is one Conv (GreaterOrEqual, Where and
+    two Adds disappear per layer). Exact up to float rounding."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    known = _nonnegative_tensors(graph, inits)
+    drop, new_inits, rewritten = set(), [], 0
+    for add in graph.node:
+        if add.op_type != "Add" or len(add.input) != 2:
+            continue
+        d, shift = add.input
+        where = producer.get(shift)
+        if where is None or where.op_type != "Where":
+            continue
+        test = producer.get(where.input[0])
+        if test is None or test.op_type != "GreaterOrEqual" or test.input[0] != d or d not in known:
+            continue
+        eps = float(inits[where.input[1]])
+        drop.update({id(where), id(test)})
+        rewritten += 1
+        inner = producer.get(d)
+        conv = producer.get(inner.input[0]) if inner is not None and inner.op_type == "Add" else None
+        bias = inner.input[1] if conv is not None else None
+        if (
+            conv is not None
+            and conv.op_type == "Conv"
+            and len(conv.input) == 2
+            and bias in inits
+            and len(consumers[conv.output[0]]) == 1
+            and {id(n) for n in consumers[d]} == {id(add), id(test)}
+        ):
+            c_out = inits[conv.input[1]].shape[0]
+            folded = np.broadcast_to(inits[bias], (1, c_out, 1, 1)).reshape(c_out) + np.float32(eps)
+            name = add.output[0] + "_bias"
+            new_inits.append(numpy_helper.from_array(folded.astype(np.float32), name))
+            conv.input.append(name)
+            conv.output[0] = add.output[0]
+            drop.update({id(inner), id(add)})
+        else:
+            name = add.output[0] + "_eps"
+            new_inits.append(numpy_helper.from_array(np.array(eps, np.float32), name))
+            add.input[1] = name
+    kept = [n for n in graph.node if id(n) not in drop]
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {i for n in graph.node for i in n.input}
+    keep_inits = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep_inits + [i for i in new_inits if i.name in used])
+    return out, rewritten

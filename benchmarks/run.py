@@ -587,10 +587,20 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--redo-memory", action="store_true", help="with --from-json: re-measure outdated memory"
     )
+    parser.add_argument(
+        "--redo-agreement", action="store_true", help="with --from-json: check agreement again"
+    )
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.from_json:
         res = json.loads(args.from_json.read_text())
+        if args.redo_agreement:
+            torch.set_num_threads(res["threads"])
+            for a in res["agreement"]:
+                tools = Tools(a["case"], a["batch"], res["threads"], rules=(a["rule"],))
+                a.update(agreement(tools, a["rule"]))
+                print(f"agreement {a}", flush=True)
+            args.from_json.write_text(json.dumps(res, indent=1, default=str))
         if args.redo_memory:
             done = {}
             for row in res["rows"]:

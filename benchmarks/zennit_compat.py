@@ -71,7 +71,7 @@ from zennit.attribution import Gradient  # noqa: E402
 from zennit.canonizers import AttributeCanonizer, CompositeCanonizer, SequentialMergeBatchNorm  # noqa: E402
 from zennit.composites import EpsilonPlus, LayerMapComposite  # noqa: E402
 from zennit.layer import Sum  # noqa: E402
-from zennit.rules import Epsilon, Norm, Pass  # noqa: E402
+from zennit.rules import Epsilon, Pass  # noqa: E402
 from zennit.torchvision import ResNetCanonizer  # noqa: E402
 from zennit.types import Activation, AvgPool, Convolution, Linear  # noqa: E402
 
@@ -111,13 +111,14 @@ def canonizers_for(model: nn.Module) -> list:
 
 
 def make_composite(name: str, model: nn.Module):
-    """'epsilon': onnxlrp's rule='epsilon' (eps 1.0 on conv/dense/avgpool, residual sum Norm 1e-6);
+    """'epsilon': onnxlrp's rule='epsilon' (eps 1.0 on conv/dense/avgpool and, since onnxlrp commit
+    c9c2483, on residual sums: a sum takes the epsilon of the single rule);
     'epsilon-plus': zennit's EpsilonPlus (conv ZPlus, dense Epsilon 1e-6, avgpool and sum Norm)."""
     canonizers = canonizers_for(model)
     if name == "epsilon":
         layer_map = [
             (Activation, Pass()),
-            (Sum, Norm(stabilizer=1e-6)),
+            (Sum, Epsilon(epsilon=1.0)),
             (AvgPool, Epsilon(epsilon=1.0)),
             (Convolution, Epsilon(epsilon=1.0)),
             (Linear, Epsilon(epsilon=1.0)),
