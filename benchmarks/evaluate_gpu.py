@@ -102,7 +102,7 @@ def inputs(args) -> None:
     print(args.file, x.shape)
 
 
-def torch_forward(model_path: str, device: str):
+def torch_forward(model_path: str, device: str, dtype=None):
     """numpy [B, C, H, W] -> logits, by interpreting the ONNX graph with torch ops."""
     import torch
     import torch.nn.functional as F
@@ -112,7 +112,9 @@ def torch_forward(model_path: str, device: str):
     torch.backends.cuda.matmul.allow_tf32 = False
     proto = ev.logit_model(model_path)
     graph = proto.graph
+    dtype = dtype or torch.float32
     inits = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()).to(device) for i in graph.initializer}
+    inits = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inits.items()}
     in_name = next(i.name for i in graph.input if i.name not in inits)
     out_name = graph.output[0].name
     nodes = [
@@ -131,7 +133,6 @@ def torch_forward(model_path: str, device: str):
             raise NotImplementedError(f"asymmetric pads {p}")
         return list(p[:half])
 
-    @torch.inference_mode()
     def run(x):
         env = dict(inits)
         env[in_name] = x
@@ -200,10 +201,31 @@ def torch_forward(model_path: str, device: str):
         return env[out_name]
 
     def forward(batch: np.ndarray) -> np.ndarray:
-        xt = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
-        return run(xt).double().cpu().numpy()
+        xt = torch.from_numpy(np.ascontiguousarray(batch)).to(device=device, dtype=dtype)
+        with torch.inference_mode():
+            return run(xt).double().cpu().numpy()
 
+    forward.run = run  # differentiable: used by gradient_check
     return forward
+
+
+def gradient_check(args) -> None:
+    """LRP-0 relevance (onnxlrp) against x * autograd gradient in float64 (torch), per zoo model."""
+    import torch
+
+    for name in args.models:
+        path, entry = ev.resolve_model(name)
+        data = "cifar10" if name.startswith("cifar") else "mnist"
+        x, _, _ = ev.load_dataset(data, entry, n=args.n)
+        targets = ev.onnx_forward(path)(x).argmax(1)
+        rel = ev.compute_relevance(path, x, targets, ev.parse_method("gradxinput"))
+        run = torch_forward(str(path), "cpu", torch.float64).run
+        xt = torch.from_numpy(x.astype(np.float64)).requires_grad_(True)
+        logits = run(xt)
+        logits[torch.arange(len(x)), torch.from_numpy(targets)].sum().backward()
+        gxi = (xt.grad * xt).detach().numpy()
+        err = np.abs(rel - gxi).reshape(len(x), -1).max(1) / np.abs(gxi).reshape(len(x), -1).max(1)
+        print(f"{name}: max |LRP-0 - x*grad| / max |x*grad| over {len(x)} images: {err.max():.2e}")
 
 
 def curves(args) -> None:
@@ -470,6 +492,10 @@ def main() -> None:
     e.add_argument("--chunk", type=int, default=100)
     e.add_argument("--extras-deadline", type=float, default=480.0, help="no LeRF/blur variant after this")
     e.set_defaults(func=device)
+    g = sub.add_parser("gradient-check")
+    g.add_argument("models", nargs="+")
+    g.add_argument("--n", type=int, default=16)
+    g.set_defaults(func=gradient_check)
     c = sub.add_parser("finish")
     c.add_argument("model")
     c.add_argument("--dir", default="out/gpu_in")
