@@ -287,3 +287,60 @@ def nonneg_denominators(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     del graph.initializer[:]
     graph.initializer.extend(keep_inits + [i for i in new_inits if i.name in used])
     return out, rewritten
+
+
+# --------------------------------------------------------------------------- first-layer transposes
+def narrow_transposes_back(model: onnx.ModelProto, min_channels: int = 16) -> tuple[onnx.ModelProto, int]:
+    """Undo the compiler's stride-1 Conv rewrite where the transpose produces fewer than
+    `min_channels` channels per group (the first layer's: 1 or 3 input channels; LeNet's second, 10):
+    there onnxruntime's Conv is 2-8x slower than ConvTranspose (benchmarks/transpose_micro.py).
+    Recognises the rewritten transposes by their weight names ("lrp/wt...", written by
+    onnxlrp.ops.linear.flipped_kernel). Inverse of the rewrite: W_ct = per-group swap of the flipped
+    kernel, pads k-1-p."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    inits = {i.name: i for i in graph.initializer}
+    new_inits, rewritten = [], 0
+    for node in graph.node:
+        if (
+            node.op_type != "Conv"
+            or node.input[1] not in inits
+            or "wt" not in node.input[1].rsplit("/", 1)[-1]
+        ):
+            continue
+        a = _attrs(node)
+        w = numpy_helper.to_array(inits[node.input[1]])
+        group = a.get("group", 1)
+        if (
+            w.ndim != 4
+            or w.shape[0] // group >= min_channels
+            or any(s != 1 for s in a.get("strides", [1, 1]))
+        ):
+            continue
+        kh, kw = w.shape[2:]
+        c_out_g, c_in_g = w.shape[0] // group, w.shape[1]
+        per_group = np.flip(w, axis=(2, 3)).reshape(group, c_out_g, c_in_g, kh, kw).swapaxes(1, 2)
+        w_ct = np.ascontiguousarray(per_group.reshape(group * c_in_g, c_out_g, kh, kw))
+        pads = a.get("pads", [0, 0, 0, 0])
+        ct_pads = [kh - 1 - pads[0], kw - 1 - pads[1], kh - 1 - pads[2], kw - 1 - pads[3]]
+        if any(p < 0 for p in ct_pads):
+            continue
+        name = node.input[1] + "_ct"
+        new_inits.append(numpy_helper.from_array(w_ct, name))
+        node.op_type = "ConvTranspose"
+        node.input[1] = name
+        del node.attribute[:]
+        node.attribute.extend(
+            [
+                helper.make_attribute("kernel_shape", [kh, kw]),
+                helper.make_attribute("pads", ct_pads),
+                helper.make_attribute("group", group),
+            ]
+        )
+        rewritten += 1
+    used = {i for n in graph.node for i in n.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + new_inits)
+    return out, rewritten

@@ -201,17 +201,58 @@ def _reset_peak() -> bool:
         return False
 
 
+def _probe_tool(case: str, batch: int, tool: str):
+    """Only what `tool` needs, loaded from files prepared beforehand (no compile, no export here)."""
+    _, onnx_path, _ = models.load_case(case)
+    x = models.sample_input(case, batch)
+    if tool == "ort_fwd":
+        sess = ort.InferenceSession(str(onnx_path), ort_options(torch.get_num_threads()))
+        name = sess.get_inputs()[0].name
+        return lambda: sess.run(None, {name: x})
+    kind, _, rule = tool.partition(":")
+    if kind == "lrp":
+        sess = onnxlrp.RelevanceSession(
+            str(_relevance_file(case, rule)), options=ort_options(torch.get_num_threads())
+        )
+        return lambda: sess.run(x)["relevance"]
+    model = models.folded_twin(case, onnx_path) if kind == "torch_grad" else models.load_case(case)[0]
+    xt = torch.from_numpy(x)
+    if kind == "torch_grad":
+
+        def grad():
+            xg = xt.clone().requires_grad_(True)
+            out = model(xg)
+            return torch.autograd.grad(out, xg, logit_seed(out.detach()))[0]
+
+        return grad
+    attributor = Gradient(model=model, composite=make_composite(rule, model))
+    attributor.__enter__()
+    return lambda: attributor(xt, logit_seed)[1]
+
+
+def _relevance_file(case: str, rule: str) -> Path:
+    onnx_path = models.load_case(case)[1]
+    return models.CACHE / f"{case}-{onnx_path.stem}-{rule}.relevance.onnx"
+
+
 def memory_probe(case: str, batch: int, tool: str, threads: int) -> dict:
-    """Run inside a fresh subprocess: build the tool, then run it once and report the peak RSS.
+    """Run inside a fresh subprocess: load the tool, run it once and report peak RSS.
     run_mib: peak during the first run minus the RSS just before it (what the computation itself
-    needs: activations, relevance buffers, onnxruntime's arena); total_mib: the process's peak minus
-    its RSS after the imports (adds the model, the session and its copies of the weights).
-    Peaks come from VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a child of a
-    big parent would report the parent's size."""
+    needs: activations, relevance buffers, onnxruntime's arena, autograd's saved tensors);
+    total_mib: the process's peak minus its RSS after the imports (adds the model or relevance graph
+    and the session). Compiled relevance graphs are prepared first (then the process re-executes
+    itself, so compiling does not count). Peaks come from VmHWM, not ru_maxrss: Linux keeps
+    ru_maxrss across fork + exec, so a child of a big parent would report the parent's size."""
+    kind, _, rule = tool.partition(":")
+    models.load_case(case)  # exports into the cache if needed
+    if kind == "lrp" and not _relevance_file(case, rule).exists():
+        _, onnx_path, _ = models.load_case(case)
+        onnx.save(onnxlrp.compile(str(onnx_path), **RULES[rule]), str(_relevance_file(case, rule)))
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     torch.set_num_threads(threads)
     after_imports = _rss_kib("VmRSS")
-    tools = Tools(case, batch, threads, rules=tuple(r for r in RULES if r in tool) or ("epsilon",))
-    fn = tools.make(tool)
+    fn = _probe_tool(case, batch, tool)
     setup_peak = _rss_kib("VmHWM")
     before = _rss_kib("VmRSS")
     if not _reset_peak():
@@ -221,7 +262,7 @@ def memory_probe(case: str, batch: int, tool: str, threads: int) -> dict:
     return {
         "run_mib": (peak - before) / 1024,
         "total_mib": (max(setup_peak, peak) - after_imports) / 1024,
-        "v": 2,
+        "v": 3,
     }
 
 
@@ -278,7 +319,7 @@ def session_options(tools: Tools, rule: str, rounds: int, budget: float) -> dict
 
 
 PROTOTYPES = {
-    "stride-1 ConvTranspose -> Conv": prototypes.convtranspose_to_conv,
+    "narrow transposes back to ConvTranspose": prototypes.narrow_transposes_back,
     "1x1 strided ConvTranspose -> 1x1 Conv + zero interleave": prototypes.pointwise_strided_transpose,
 }
 
@@ -551,6 +592,26 @@ def write_report(res: dict, path: Path) -> None:
     path.write_text("\n".join(lines))
 
 
+def merge(old: dict, new: dict) -> dict:
+    """`old` with every entry of the nets measured in `new` replaced by `new`'s (a partial rerun)."""
+    cases = set(new["sources"]) | set(new["compile"])
+    merged = dict(old)
+    for key in ("rows", "agreement", "session_options", "prototypes"):
+        merged[key] = [e for e in old.get(key, []) if e["case"] not in cases] + new.get(key, [])
+        order = {c: i for i, c in enumerate(models.CASES)}
+        merged[key].sort(key=lambda e: (order.get(e["case"], 99), e["batch"]))
+    merged["sources"] = {**old["sources"], **new["sources"]}
+    merged["compile"] = {**old["compile"], **new["compile"]}
+    merged["notes"] = list(dict.fromkeys(old.get("notes", []) + new.get("notes", [])))
+    merged["notes"].append(
+        f"Merged report: {', '.join(sorted(cases))} from the run of {new['date']}, "
+        f"the rest from {old['date']}."
+    )
+    merged["wall_s"] = old["wall_s"] + new["wall_s"]
+    merged["load_end"] = new["load_end"]
+    return merged
+
+
 # --------------------------------------------------------------------------- main
 def plan(quick: bool):
     if quick:
@@ -590,6 +651,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--redo-agreement", action="store_true", help="with --from-json: check agreement again"
     )
+    parser.add_argument(
+        "--merge-into",
+        type=Path,
+        default=None,
+        help="replace this run's cases in an earlier --json file, report that",
+    )
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.from_json:
@@ -605,7 +672,7 @@ def main(argv=None) -> int:
             done = {}
             for row in res["rows"]:
                 for key, value in row["memory"].items():
-                    if value.get("v") != 2:
+                    if value.get("v") != 3:
                         tool = key if key in ("ort_fwd", "torch_grad") else f"{key}:{row['rule']}"
                         at = (row["case"], row["batch"], tool)
                         if at not in done:
@@ -717,6 +784,9 @@ def main(argv=None) -> int:
 
     res["load_end"] = os.getloadavg()
     res["wall_s"] = time.time() - start
+    if args.merge_into:
+        res = merge(json.loads(args.merge_into.read_text()), res)
+        args.merge_into.write_text(json.dumps(res, indent=1, default=str))
     out = args.out or (None if args.quick else ROOT / "BENCHMARKS.md")
     if args.json:
         args.json.write_text(json.dumps(res, indent=1, default=str))
