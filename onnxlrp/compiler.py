@@ -69,6 +69,7 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
             ) from None
     absorb_bias_adds(copy)
     fold_batchnorms(copy)
+    free_batch_dimension(copy)
     seen: set[str] = set()
     for index, node in enumerate(copy.graph.node):
         if not node.name or node.name in seen:
@@ -77,6 +78,41 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
                 node.name += "_"
         seen.add(node.name)
     return copy
+
+
+def free_batch_dimension(model: onnx.ModelProto) -> None:
+    """Models exported with a fixed batch size get a dynamic one: the explained input's first
+    dimension becomes "N" (also on the outputs), and Reshape targets that hard-code that batch size
+    as their first entry copy it from their input instead (0). Other fixed sizes are left alone."""
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    float_inputs = [i for i in inputs if i.type.tensor_type.elem_type in (1, 10, 11)]
+    if not float_inputs or not float_inputs[0].type.tensor_type.shape.dim:
+        return
+    first = float_inputs[0].type.tensor_type.shape.dim[0]
+    if not first.HasField("dim_value"):
+        return
+    batch = first.dim_value
+    for value in (float_inputs[0], *graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value == batch:
+            dims[0].dim_param = "N"
+    del graph.value_info[:]  # stale static shapes; analysis recomputes them
+    constants = {name: onnx.numpy_helper.to_array(init) for name, init in initializers.items()}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
+    for node in graph.node:
+        target = constants.get(node.input[1]) if node.op_type == "Reshape" and len(node.input) > 1 else None
+        if target is None or any(a.name == "allowzero" and a.i for a in node.attribute):
+            continue
+        if target.ndim == 1 and len(target) > 1 and target[0] == batch:
+            target = target.copy()
+            target[0] = 0
+            renamed = onnx.numpy_helper.from_array(target, f"{node.input[1]}_dynamic_batch")
+            graph.initializer.append(renamed)
+            node.input[1] = renamed.name
 
 
 def drop_ceil_mode(info: GraphInfo) -> None:

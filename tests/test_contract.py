@@ -126,3 +126,37 @@ def test_expose_all_is_conserved_without_bias(tmp_path):
 def test_expose_unknown_tensor_is_refused(lenet):
     with pytest.raises(onnxlrp.UnsupportedModelError, match="no relevance reaches"):
         onnxlrp.compile(lenet[1], expose=["nope"])
+
+
+def test_fixed_batch_export_gets_a_dynamic_batch(tmp_path):
+    """A model exported with batch size 1 fixed (and a Reshape hard-coding it) explains any batch."""
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3)
+            self.fc = torch.nn.Linear(4 * 6 * 6, 3)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).reshape(1, -1))
+
+    torch.manual_seed(0)
+    path = tmp_path / "fixed.onnx"
+    torch.onnx.export(
+        Net().eval(),
+        torch.zeros(1, 1, 8, 8),
+        str(path),
+        input_names=["input"],
+        output_names=["logits"],
+        opset_version=17,
+        dynamo=False,
+    )
+    fixed = onnx.load(str(path))
+    assert fixed.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+    session = onnxlrp.RelevanceSession(onnxlrp.compile(path, rule="epsilon"))
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 1, 8, 8)).astype(np.float32)
+    batch = session.run(x)
+    for i in range(4):
+        single = session.run(x[i : i + 1])
+        np.testing.assert_allclose(batch["relevance"][i], single["relevance"][0], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(batch["logits"][i], single["logits"][0], rtol=1e-5, atol=1e-6)
