@@ -539,7 +539,7 @@ def _save(out: Path, st: Settings, key: str, name: str, rows, title: str, captio
     st.figures.append(Figure(key, name, caption))
 
 
-def write_index(out: Path, st: Settings, criteria: list[dict], seconds: float) -> Path:
+def write_index(out: Path, st: Settings, criteria: list[dict]) -> Path:
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>onnxlrp: seed paper figures</title>",
         "<style>body{font-family:sans-serif;max-width:1800px;margin:auto} img{max-width:100%;"
@@ -550,7 +550,7 @@ def write_index(out: Path, st: Settings, criteria: list[dict], seconds: float) -
         "<p>Sakai, Kameya, Sota, Arie: <i>Visualizing the Behavior of the Inner Layers of Convolutional "
         "Neural Networks by Layer-wise Relevance Propagation</i>. Heatmaps: red = positive, blue = negative, "
         f"white = zero relevance, symmetric scale. {'Quick run (fewer images). ' if st.quick else ''}"
-        f"Seed {st.seed}; {seconds:.0f} s.</p>",
+        f"Seed {st.seed}.</p>",
     ]
     keys = list(dict.fromkeys(fig.key for fig in st.figures))
     for key in keys:  # one row per paper figure: its variants (models, classes) side by side
@@ -603,6 +603,6 @@ def reproduce(
         model = handle.name
         criteria.append(cifar_figures(out, st, rel, source, handle, chosen))
         log(f"{model} figures done in {time.time() - t:.1f} s ({source.name})")
-    index = write_index(out, st, criteria, time.time() - start)
+    index = write_index(out, st, criteria)
     log(f"wrote {len(st.figures)} figures and {index} in {time.time() - start:.1f} s")
     return st.figures
