@@ -179,6 +179,30 @@ def conv_outputs(handle: ModelHandle) -> list[str]:
     return [n.output[0] for n in handle.model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
 
 
+POOL_OPS = ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool")
+
+
+def pool_after(handle: ModelHandle, tensor: str) -> str | None:
+    """The output of the first pooling node downstream of ``tensor`` through single-input
+    pass-through ops (Relu, ...), or None."""
+    consumers: dict[str, list] = {}
+    for node in handle.model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    current = tensor
+    for _ in range(8):
+        nodes = consumers.get(current, [])
+        if len(nodes) != 1:
+            return None
+        node = nodes[0]
+        if node.op_type in POOL_OPS:
+            return node.output[0]
+        if node.op_type not in ("Relu", "LeakyRelu", "Dropout", "Identity", "Sigmoid", "Tanh"):
+            return None
+        current = node.output[0]
+    return None
+
+
 def last_pool_output(handle: ModelHandle) -> str:
     pools = [
         n.output[0]
@@ -313,7 +337,8 @@ def mnist_figures(out: Path, st: Settings, rel: Relevance) -> None:
     inner = {}
     for handle in (weak, strong):
         convs = conv_outputs(handle)[:2]
-        res = rel.explain(handle, x[i6 : i6 + 1], EPSILON, target=[6], expose=convs)
+        pools = [pool_after(handle, t) for t in convs]
+        res = rel.explain(handle, x[i6 : i6 + 1], EPSILON, target=[6], expose=convs + [t for t in pools if t])
         lg = res[handle.output][0]
         rows[0].append(
             (
@@ -322,7 +347,7 @@ def mnist_figures(out: Path, st: Settings, rel: Relevance) -> None:
                 f"{'weak' if handle is weak else 'strong'}: pred {lg.argmax()}, logit6 {lg[6]:.3g}",
             )
         )
-        inner[handle.name] = (convs, res)
+        inner[handle.name] = (convs, pools, res)
     _save(
         out,
         st,
@@ -334,27 +359,32 @@ def mnist_figures(out: Path, st: Settings, rel: Relevance) -> None:
         f"(right); rule {eps_text}; each on its own scale.",
     )
     for fig, layer in (("fig5", 0), ("fig6", 1)):
+        which = "first" if layer == 0 else "second"
         for handle in (weak, strong):
-            convs, res = inner[handle.name]
-            maps = res[f"relevance:{convs[layer]}"][0]
-            which = "first" if layer == 0 else "second"
-            name = f"{fig}_{which}_conv_{handle.name}.png"
-            heatmap.render_grid(
-                out / name,
-                list(maps),
-                f"Fig. {fig[-1]}: relevance at the {which} conv layer ({convs[layer]}), {handle.name}, "
-                f"digit 6 for class 6, {eps_text}",
-                labels=[f"map {c}: {maps[c].sum():.2g}" for c in range(maps.shape[0])],
-            )
-            st.figures.append(
-                Figure(
-                    fig,
-                    name,
-                    f"Relevance arriving at each of the {maps.shape[0]} feature maps of the {which} conv "
-                    f"layer (tensor {convs[layer]}, = after its ReLU) of {handle.name} for the 6 of Fig. 4, "
-                    f"class 6, rule {eps_text}; one shared scale per figure.",
+            convs, pools, res = inner[handle.name]
+            for kind, tensor in (("conv", convs[layer]), ("pool", pools[layer])):
+                if tensor is None:
+                    continue
+                maps = res[f"relevance:{tensor}"][0]
+                name = f"{fig}_{which}_{kind}_{handle.name}.png"
+                what = "conv layer" if kind == "conv" else "conv layer's pooling"
+                heatmap.render_grid(
+                    out / name,
+                    list(maps),
+                    f"Fig. {fig[-1]}: relevance at the {which} {what} ({tensor}), {handle.name}, "
+                    f"digit 6 for class 6, {eps_text}",
+                    labels=[f"map {c}: {maps[c].sum():.2g}" for c in range(maps.shape[0])],
                 )
-            )
+                where = "= after its ReLU" if kind == "conv" else "its pooling output"
+                st.figures.append(
+                    Figure(
+                        fig,
+                        name,
+                        f"Relevance arriving at each of the {maps.shape[0]} feature maps of the {which} "
+                        f"conv layer (tensor {tensor}, {where}) of {handle.name} for the 6 of Fig. 4, "
+                        f"class 6, rule {eps_text}; one shared scale per figure.",
+                    )
+                )
     st.log(f"MNIST figures done ({source})")
 
 

@@ -35,6 +35,7 @@ def expected_figures() -> list[str]:
     ]
     for model in MNIST:
         names += [f"fig5_first_conv_{model}.png", f"fig6_second_conv_{model}.png"]
+        names += [f"fig5_first_pool_{model}.png", f"fig6_second_pool_{model}.png"]
     for model in CIFAR:
         names += [
             f"fig7_{model}.png",
