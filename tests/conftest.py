@@ -51,3 +51,11 @@ def ort_run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+# Property-based tests run derandomized and without the example database: the same examples on
+# every machine and every run, so CI never flakes.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("onnxlrp", derandomize=True, database=None, deadline=None)
+_hypothesis_settings.load_profile("onnxlrp")

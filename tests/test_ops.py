@@ -26,6 +26,7 @@ RULES = [
 ]
 EXAMPLES = settings(
     derandomize=True,
+    database=None,
     max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -220,7 +221,7 @@ def test_max_pool(case, dilation):
     check_against_reference(model_of([node], x.shape, {}), x, ("lrp0",), seed)
 
 
-@settings(derandomize=True, max_examples=10, deadline=None)
+@settings(derandomize=True, database=None, max_examples=10, deadline=None)
 @given(rule=rules, seed=st.integers(0, 2**16))
 def test_global_average_pool(rule, seed):
     x = np.random.default_rng(seed).uniform(-1, 1, (2, 3, 4, 5)).astype(np.float32)
