@@ -30,17 +30,23 @@ def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
     node.attribute.append(helper.make_attribute(name, value))
 
 
+def _topology(graph: onnx.GraphProto):
+    """(producer of each tensor, a test for "read by exactly one node and not a graph output")."""
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    outputs = {o.name for o in graph.output}
+    producers = {out: node for node in graph.node for out in node.output}
+    return producers, lambda name: consumers.get(name, 0) == 1 and name not in outputs
+
+
 def absorb_bias_adds(model: onnx.ModelProto) -> int:
     """Conv + Add(per-channel constant) -> Conv with that bias (tf2onnx writes BiasAdd this way), so a
     BatchNormalization after the Add can fold into the Conv. Returns how many were absorbed."""
     graph = model.graph
     inits = _initializers(model)
-    consumers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
-    producers = {out: node for node in graph.node for out in node.output}
-    outputs = {o.name for o in graph.output}
+    producers, private = _topology(graph)
     absorbed = []
     for add in graph.node:
         if add.op_type != "Add":
@@ -51,8 +57,7 @@ def absorb_bias_adds(model: onnx.ModelProto) -> int:
                 conv is None
                 or conv.op_type != "Conv"
                 or add.input[other] not in inits
-                or consumers.get(add.input[own], 0) != 1
-                or add.input[own] in outputs
+                or not private(add.input[own])
                 or conv.input[1] not in inits
             ):
                 continue
@@ -84,18 +89,13 @@ def fold_batchnorms(model: onnx.ModelProto) -> int:
     """Fold every foldable BatchNormalization in place; returns how many were folded."""
     graph = model.graph
     inits = _initializers(model)
-    consumers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
-    outputs = {o.name for o in graph.output}
-    producers = {out: node for node in graph.node for out in node.output}
+    producers, private = _topology(graph)
     folded = []
     for bn in graph.node:
         if bn.op_type != "BatchNormalization" or (len(bn.output) > 1 and any(bn.output[1:])):
             continue
         layer = producers.get(bn.input[0])
-        if layer is None or consumers.get(bn.input[0], 0) != 1 or bn.input[0] in outputs:
+        if layer is None or not private(bn.input[0]):
             continue
         if any(name not in inits for name in bn.input[1:5]):
             continue
