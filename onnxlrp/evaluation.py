@@ -673,11 +673,20 @@ def _zoo():
 
 
 def resolve_model(model: str | os.PathLike):
-    """(path to the .onnx, zoo model or None) for an .onnx path or a zoo name."""
+    """(path to the .onnx, zoo model or None) for an .onnx path or a zoo name (a path to a zoo
+    model's own file also gives its zoo entry, hence its preprocessing)."""
     text = os.fspath(model)
-    if Path(text).is_file():
-        return Path(text), None
     zoo = _zoo()
+    if Path(text).is_file():
+        entry = None
+        if zoo is not None:  # a zoo model's file given by path: keep its preprocessing
+            try:
+                entry = zoo.load(Path(text).stem)
+            except Exception:
+                entry = None
+            if entry is not None and Path(entry.path).resolve() != Path(text).resolve():
+                entry = None
+        return Path(text), entry
     if zoo is None:
         raise OnnxLrpError(f"model {text!r}: no such file (and onnxlrp.zoo is not available)")
     entry = zoo.load(text)
