@@ -429,6 +429,15 @@ def write_report(res: dict, path: Path) -> None:
                 f"{lm['run_mib']:.0f} vs {zm['run_mib']:.0f} MiB | "
                 f"{verdict(zm['run_mib'] - lm['run_mib'], 0, True)} |"
             )
+    for row in res["rows"]:
+        mem = row.get("memory", {})
+        lm, zm = mem.get("lrp", {}), mem.get("zennit", {})
+        if "total_mib" in lm and "total_mib" in zm:
+            lines.append(
+                f"| (secondary) whole-process peak: onnxlrp <= zennit | {row['case']} b{row['batch']} "
+                f"{row['rule']} | {lm['total_mib']:.0f} vs {zm['total_mib']:.0f} MiB | "
+                f"{verdict(zm['total_mib'] - lm['total_mib'], 0, True)} |"
+            )
     for case, ct in res["compile"].items():
         worst = max(ct[r] for r in RULES)
         label = verdict(worst, 1.0, False)
