@@ -766,7 +766,8 @@ def main(argv=None) -> int:
             print(f"   {rule}: " + json.dumps({k: round(v, 2) for k, v in row["ratios"].items()}), flush=True)
             res["rows"].append(row)
         if not args.no_memory:
-            for tool in ["ort_fwd", "torch_grad"] + [f"{k}:{r}" for r in RULES for k in ("lrp", "zennit")]:
+            probes = ["ort_fwd", "torch_grad"] + [f"{k}:{r}" for r in RULES for k in ("lrp", "zennit")]
+            for tool in ["lrp:epsilon", "zennit:epsilon"] if args.quick else probes:
                 result = measure_memory(case, batch, tool, args.threads)
                 print(f"   memory {tool}: {result}", flush=True)
                 for row in res["rows"][-len(RULES) :]:
