@@ -587,7 +587,9 @@ def write_report(res: dict, path: Path) -> None:
         "pip install --no-deps -r benchmarks/requirements.txt   # zennit 0.5.1; --no-deps keeps the CPU "
         "torch",
         "python benchmarks/run.py            # full run, rewrites BENCHMARKS.md",
-        "python benchmarks/run.py --quick    # smoke test (LeNet only, seconds)",
+        "python benchmarks/run.py --quick    # smoke test: LeNet only, ~30 s (--no-memory: ~5 s)",
+        "python benchmarks/run.py --cases resnet9 --merge-into full.json   # rerun nets into a --json",
+        "python benchmarks/transpose_micro.py   # ConvTranspose vs Conv per layer (compiler heuristic)",
         "```",
         "",
         "zennit imports torchvision at import time; benchmarks/zennit_compat.py puts a two-class stub of "
@@ -640,7 +642,7 @@ def plan(quick: bool):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke test: LeNet only, a few rounds")
+    parser.add_argument("--quick", action="store_true", help="smoke test: LeNet only, a few rounds (~30 s)")
     parser.add_argument(
         "--out", type=Path, default=None, help="report path (default BENCHMARKS.md; --quick: none)"
     )
