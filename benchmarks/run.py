@@ -590,6 +590,7 @@ def write_report(res: dict, path: Path) -> None:
         "python benchmarks/run.py --quick    # smoke test: LeNet only, ~30 s (--no-memory: ~5 s)",
         "python benchmarks/run.py --cases resnet9 --merge-into full.json   # rerun nets into a --json",
         "python benchmarks/transpose_micro.py   # ConvTranspose vs Conv per layer (compiler heuristic)",
+        "python benchmarks/run.py --from-json benchmarks/results.json   # rewrite this report from raw data",
         "```",
         "",
         "zennit imports torchvision at import time; benchmarks/zennit_compat.py puts a two-class stub of "
