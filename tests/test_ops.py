@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -235,3 +236,20 @@ def test_global_max_pool_ties_go_to_first():
     x[0, 1] = np.arange(9).reshape(3, 3)
     node = helper.make_node("GlobalMaxPool", ["x"], ["y"], name="gmp")
     check_against_reference(model_of([node], x.shape, {}), x, ("lrp0",), 0)
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_conv_transpose_written_as_conv(monkeypatch, group):
+    """The Conv form of a stride-1 transpose (used for wide layers) against the reference."""
+    from onnxlrp.ops import linear
+
+    monkeypatch.setattr(linear, "MIN_CHANNELS_FOR_CONV_TRANSPOSE", 1)
+    rng = np.random.default_rng(group)
+    for pads, dilations in (([1, 1, 1, 1], [1, 1]), ([0, 2, 1, 0], [2, 1])):
+        node = helper.make_node(
+            "Conv", ["x", "w", "b"], ["y"], name="conv", pads=pads, dilations=dilations, group=group
+        )
+        inits = {"w": rng.standard_normal((4, 4 // group, 3, 3)), "b": rng.standard_normal(4)}
+        x = rng.uniform(-1, 1, (2, 4, 7, 8)).astype(np.float32)
+        for rule in (("epsilon", 0.5), ("alphabeta", 2.0, 1.0), ("flat",)):
+            check_against_reference(model_of([node], x.shape, inits), x, rule, 0)
