@@ -21,18 +21,21 @@ class RelevanceSession:
     def __init__(
         self, model: ModelLike, providers: list[str] | None = None, options: ort.SessionOptions | None = None
     ) -> None:
-        proto = load_model(model)
-        self.model = proto
         options = options or ort.SessionOptions()
         options.log_severity_level = 3  # the optional `target` input is an overridable initializer
-        self.session = ort.InferenceSession(
-            proto.SerializeToString(), options, providers=providers or ["CPUExecutionProvider"]
-        )
+        providers = providers or ["CPUExecutionProvider"]
+        if isinstance(model, onnx.ModelProto | bytes):
+            data = model if isinstance(model, bytes) else model.SerializeToString()
+            self.session = ort.InferenceSession(data, options, providers=providers)
+        else:  # a path goes straight to onnxruntime: no extra copies of the weights stay in memory
+            load_model(model)  # a clear error for a bad file
+            self.session = ort.InferenceSession(str(model), options, providers=providers)
         names = {i.name for i in self.session.get_inputs()}
         self.input_name = next(
             i.name for i in self.session.get_inputs() if i.name not in (TARGET, RELEVANCE_SEED)
         )
-        self.takes_target = TARGET in names or any(init.name == TARGET for init in proto.graph.initializer)
+        overridable = {i.name for i in self.session.get_overridable_initializers()}
+        self.takes_target = TARGET in names | overridable
         self.takes_seed = RELEVANCE_SEED in names
         self.output_names = [o.name for o in self.session.get_outputs()]
 
