@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.zennit_compat import Bottleneck as BottleneckBase  # noqa: E402  (torchvision stub)
+from converters.zoo_models import CifarPaperNet, MnistLeNet5  # noqa: E402
 
 CASES = ("lenet", "cifar-paper", "resnet9", "resnet50")
 INPUT_SHAPES = {
@@ -46,59 +47,8 @@ ZOO_FILES = {
 
 
 # --------------------------------------------------------------------------- paper nets
-class LeNet(nn.Module):
-    """Table 1: conv5x5x10-relu-avgpool2-conv5x5x25-relu-avgpool2-conv4x4x100-relu-avgpool2-conv1x1x10."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 10, 5),
-            nn.ReLU(),
-            nn.AvgPool2d(2),
-            nn.Conv2d(10, 25, 5),
-            nn.ReLU(),
-            nn.AvgPool2d(2),
-            nn.Conv2d(25, 100, 4),
-            nn.ReLU(),
-            nn.AvgPool2d(2),
-            nn.Conv2d(100, 10, 1),
-        )
-        self.flatten = nn.Flatten()
-
-    def forward(self, x):
-        return self.flatten(self.features(x))
-
-
-class CifarPaperNet(nn.Module):
-    """Table 2: conv3x3x300 pad1-relu-maxpool2-conv2x2x300-relu-maxpool2-conv3x3x300 pad1-relu-maxpool2
-    -conv2x2x300-relu-maxpool2-flatten-dense300-relu-dense100-relu-dense10 (zoo layout, with the
-    zoo's eval-mode no-op Dropouts so that zoo state dicts load)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 300, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(300, 300, 2),
-            nn.ReLU(),
-            nn.Dropout(0.1),
-            nn.MaxPool2d(2),
-            nn.Conv2d(300, 300, 3, padding=1),
-            nn.ReLU(),
-            nn.Dropout(0.2),
-            nn.MaxPool2d(2),
-            nn.Conv2d(300, 300, 2),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.flatten = nn.Flatten()
-        self.classifier = nn.Sequential(
-            nn.Linear(300, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10)
-        )
-
-    def forward(self, x):
-        return self.classifier(self.flatten(self.features(x)))
+# the seed paper's two nets: the zoo's own definitions (same layer names, so zoo weights load)
+LeNet = MnistLeNet5
 
 
 # --------------------------------------------------------------------------- ResNet-9
