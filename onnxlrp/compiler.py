@@ -428,8 +428,7 @@ def _assemble(
         )
     if info.input_name not in totals:
         raise UnsupportedModelError(f"no relevance reaches the input '{info.input_name}'")
-    outputs = [b.op("Identity", [totals[info.input_name]])]
-    b.nodes[-1].output[0] = RELEVANCE
+    b.nodes.append(helper.make_node("Identity", [totals[info.input_name]], [RELEVANCE], name=RELEVANCE))
     output_infos = [_value_info(RELEVANCE, input_shape, input_info.type.tensor_type.elem_type)]
     if start is None:
         forward_nodes = list(graph.node)
@@ -442,7 +441,6 @@ def _assemble(
             helper.make_node("Identity", [totals[name]], [exposed_name(name)], name=exposed_name(name))
         )
         output_infos.append(_value_info(exposed_name(name), shapes[name]))
-    del outputs
 
     inputs = list(graph.input)
     initializers = list(graph.initializer) + b.initializers

@@ -254,8 +254,7 @@ class ZBox(Rule):
         ones = b.ones_like(layer.x)
         low = b.mul(ones, b.const(self.low, "low"))
         high = b.mul(ones, b.const(self.high, "high"))
-        z = b.total([layer.forward(layer.x, w)])
-        z = b.sub(b.sub(z, layer.forward(low, wp)), layer.forward(high, wn))
+        z = b.sub(b.sub(layer.forward(layer.x, w), layer.forward(low, wp)), layer.forward(high, wn))
         s = b.div(relevance, b.stabilize(z, self.stabilizer, like=relevance))
         return b.total(
             [

@@ -57,9 +57,7 @@ class RelevanceSession:
         return dict(zip(self.output_names, values, strict=True))
 
 
-def explain(
-    model: ModelLike | onnx.ModelProto, x: np.ndarray, target=None, providers=None, **compile_options
-) -> np.ndarray:
+def explain(model: ModelLike, x: np.ndarray, target=None, providers=None, **compile_options) -> np.ndarray:
     """Compile `model` and return the input relevance for `x` in one call."""
     session = RelevanceSession(compile(model, **compile_options), providers=providers)
     return session.run(x, target=target)["relevance"]
