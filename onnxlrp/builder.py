@@ -6,21 +6,59 @@ so rules can drop terms that are zero at compile time (a zero weight part, a non
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 
-class GraphBuilder:
-    """Collects nodes and initializers; every name it makes starts with ``prefix``."""
+def _content_key(array: np.ndarray, samples: int = 32) -> tuple:
+    """Type, shape and a strided sample of the values: equal arrays share a key, and unequal arrays
+    of one shape rarely do (those few get compared in full)."""
+    flat = array.reshape(-1)
+    step = max(1, flat.size // samples)
+    return array.dtype.str, array.shape, flat[::step][:samples].tobytes()
 
-    def __init__(self, taken_names: set[str], prefix: str = "lrp") -> None:
+
+def _write_tensor(tensor: onnx.TensorProto, array: np.ndarray, name: str) -> None:
+    """Fill an initializer in place (numpy_helper.from_array would build one to be copied in)."""
+    tensor.name = name
+    tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+    tensor.dims.extend(array.shape)
+    tensor.raw_data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+class GraphBuilder:
+    """Collects nodes, and writes initializers straight into ``graph`` (no copies of large weights
+    later). Every name it makes starts with ``prefix``. A constant equal to one already in ``graph``
+    or made before is not stored twice (e.g. a strided transpose reuses the forward conv's weight)."""
+
+    def __init__(
+        self,
+        graph: onnx.GraphProto,
+        taken_names: set[str],
+        stored: Mapping[str, np.ndarray] | None = None,
+        prefix: str = "lrp",
+    ) -> None:
+        """``stored``: values of initializers already in ``graph``, by name, for reuse."""
         self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
+        self._graph = graph
         self._taken = set(taken_names)
         self._prefix = prefix
         self._counter = 0
-        self._scalars: dict[tuple, str] = {}
+        self._stored: dict[tuple, list[tuple[np.ndarray, str]]] = {}
+        for name, array in (stored or {}).items():
+            self._remember(array, name)
+
+    def _remember(self, array: np.ndarray, name: str) -> None:
+        self._stored.setdefault(_content_key(array), []).append((array, name))
+
+    def _stored_name(self, array: np.ndarray) -> str | None:
+        for stored, name in self._stored.get(_content_key(array), []):
+            if np.array_equal(stored, array):
+                return name
+        return None
 
     def fresh(self, hint: str) -> str:
         """A new tensor/node name not used anywhere in the model."""
@@ -44,17 +82,13 @@ class GraphBuilder:
         return outputs
 
     def const(self, value: np.ndarray | float | int | list, hint: str = "const", dtype=np.float32) -> str:
-        """An initializer holding ``value``; small scalars and vectors are shared."""
+        """An initializer holding ``value``, stored once however often it is asked for."""
         array = np.asarray(value, dtype=dtype if not isinstance(value, np.ndarray) else value.dtype)
-        key = None
-        if array.size <= 8:
-            key = (array.dtype.str, array.shape, array.tobytes())
-            if key in self._scalars:
-                return self._scalars[key]
-        name = self.fresh(hint)
-        self.initializers.append(numpy_helper.from_array(array, name))
-        if key is not None:
-            self._scalars[key] = name
+        name = self._stored_name(array)
+        if name is None:
+            name = self.fresh(hint)
+            _write_tensor(self._graph.initializer.add(), array, name)
+            self._remember(array, name)
         return name
 
     # --- arithmetic that treats None as zero -------------------------------------------------

@@ -56,10 +56,13 @@ def _opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy at opset >= 17, BatchNormalizations folded into their linear layers, nodes uniquely named."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
+def canonicalize(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelProto:
+    """The model at opset >= 17, BatchNormalizations folded into their linear layers, nodes uniquely
+    named: a copy, or ``model`` itself changed when ``in_place``."""
+    copy = model
+    if not in_place:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
     if _opset(copy) < MIN_OPSET:
         try:
             copy = version_converter.convert_version(copy, MIN_OPSET)
@@ -319,7 +322,8 @@ def compile(
     output: str | None = None,
 ) -> onnx.ModelProto:
     """Compile an ONNX model into its LRP relevance graph (see the README for the contract)."""
-    model = canonicalize(load_model(model))
+    # a model loaded here is ours to change; a ModelProto passed in is the caller's
+    model = canonicalize(load_model(model), in_place=not isinstance(model, onnx.ModelProto))
     data_input(model)
     if any(name in (TARGET, RELEVANCE, RELEVANCE_SEED) for name in _all_names(model)):
         raise UnsupportedModelError(
@@ -353,7 +357,8 @@ def compile(
         **params,
     )
 
-    b = GraphBuilder(_all_names(model))
+    initializers = {init.name for init in model.graph.initializer} - {inp.name for inp in model.graph.input}
+    b = GraphBuilder(model.graph, _all_names(model), {name: info.constants[name] for name in initializers})
     if start is None:
         shape = info.shape(explained)
         if len(shape) != 2:
@@ -429,35 +434,42 @@ def _assemble(
     if info.input_name not in totals:
         raise UnsupportedModelError(f"no relevance reaches the input '{info.input_name}'")
     b.nodes.append(helper.make_node("Identity", [totals[info.input_name]], [RELEVANCE], name=RELEVANCE))
-    output_infos = [_value_info(RELEVANCE, input_shape, input_info.type.tensor_type.elem_type)]
+    outputs = [_value_info(RELEVANCE, input_shape, input_info.type.tensor_type.elem_type)]
     if start is None:
-        forward_nodes = list(graph.node)
-        output_infos += list(graph.output)
+        outputs += _copies(graph.output)
     else:
-        forward_nodes = _ancestors(model, {start} | {n for node in b.nodes for n in node.input})
-        output_infos.append(_value_info(start, shapes[start]))
+        outputs.append(_value_info(start, shapes[start]))
+        needed = {start} | {name for node in b.nodes for name in node.input}
+        keep = {node.name for node in _ancestors(model, needed)}  # node names are unique (canonicalize)
+        for index in reversed(range(len(graph.node))):
+            if graph.node[index].name not in keep:
+                del graph.node[index]
     for name in expose:
         b.nodes.append(
             helper.make_node("Identity", [totals[name]], [exposed_name(name)], name=exposed_name(name))
         )
-        output_infos.append(_value_info(exposed_name(name), shapes[name]))
+        outputs.append(_value_info(exposed_name(name), shapes[name]))
 
-    inputs = list(graph.input)
-    initializers = list(graph.initializer) + b.initializers
+    # the relevance graph is built in the (already copied) forward model: its weights are not copied again
+    graph.node.extend(b.nodes)
+    del graph.output[:]
+    graph.output.extend(outputs)
+    del graph.value_info[:]
     if start is None:
-        inputs.append(helper.make_tensor_value_info(TARGET, onnx.TensorProto.INT64, ["N"]))
-        initializers.append(onnx.numpy_helper.from_array(np.array([-1], np.int64), TARGET))
+        graph.input.append(helper.make_tensor_value_info(TARGET, onnx.TensorProto.INT64, ["N"]))
+        graph.initializer.append(onnx.numpy_helper.from_array(np.array([-1], np.int64), TARGET))
     else:
-        inputs.append(_value_info(RELEVANCE_SEED, shapes[start]))
-    new_graph = helper.make_graph(
-        forward_nodes + b.nodes, f"{graph.name}_lrp", inputs, output_infos, initializers
-    )
-    result = helper.make_model(new_graph, opset_imports=list(model.opset_import), producer_name="onnxlrp")
-    result.ir_version = _ir_version(model)
-    for entry in model.metadata_props:
-        result.metadata_props.append(entry)
-    check_structure(result)
-    return result
+        graph.input.append(_value_info(RELEVANCE_SEED, shapes[start]))
+    graph.name = f"{graph.name}_lrp"
+    model.producer_name, model.producer_version = "onnxlrp", ""
+    model.ir_version = _ir_version(model)
+    check_structure(model)
+    return model
+
+
+def _copies(messages) -> list:
+    """Detached copies of protobuf messages (to refill the repeated field they come from)."""
+    return [type(m).FromString(m.SerializeToString()) for m in messages]
 
 
 def check_structure(model: onnx.ModelProto) -> None:

@@ -56,9 +56,11 @@ def weightless(model: onnx.ModelProto, large: int = 1024) -> onnx.ModelProto:
     what shape inference and the checker need, at a fraction of the copying."""
     graph = model.graph
     kept, stand_ins = [], []
+    declared = {inp.name for inp in graph.input}
     for init in graph.initializer:
         if init.data_type in FLOAT_TYPES and int(np.prod(init.dims)) > large:
-            stand_ins.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+            if init.name not in declared:  # an initializer that is also an input is declared already
+                stand_ins.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
         else:
             kept.append(init)
     light = helper.make_model(
@@ -134,18 +136,18 @@ def analyse(model: onnx.ModelProto) -> GraphInfo:
         }:
             info.dynamic.update(node.output)
 
-    inferred = onnx.shape_inference.infer_shapes(weightless(model))
+    # shape inference and the probe run see the weights as inputs (fed below), so that hundreds of MB
+    # of weights are neither copied into the checker nor serialised for onnxruntime
+    probe = weightless(model)
+    inferred = onnx.shape_inference.infer_shapes(probe)
     types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
     types.update({vi.name: vi.type.tensor_type.elem_type for vi in model.graph.output})
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
     existing = {out.name for out in probe.graph.output}
-    wanted = []
     for node in model.graph.node:
         for name in node.output:
             if name and name not in existing and types.get(name):
                 probe.graph.output.append(helper.make_tensor_value_info(name, types[name], None))
-                wanted.append(name)
+    weights = {inp.name: info.constants[inp.name] for inp in probe.graph.input if inp.name in info.constants}
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
@@ -153,7 +155,7 @@ def analyse(model: onnx.ModelProto) -> GraphInfo:
         session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
         feed = _probe_feed(model, np.random.default_rng(0))
         names = [out.name for out in session.get_outputs()]
-        values = session.run(names, feed)
+        values = session.run(names, {**feed, **weights})
     except UnsupportedModelError:
         raise
     except Exception as error:

@@ -160,3 +160,54 @@ def test_fixed_batch_export_gets_a_dynamic_batch(tmp_path):
         single = session.run(x[i : i + 1])
         np.testing.assert_allclose(batch["relevance"][i], single["relevance"][0], rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(batch["logits"][i], single["logits"][0], rtol=1e-5, atol=1e-6)
+
+
+def test_compile_leaves_the_callers_model_alone(lenet):
+    """The relevance graph is built in place in a copy: the ModelProto passed in stays as it was, and
+    compiling it or its file gives the same graph."""
+    proto = onnx.load(str(lenet[1]))
+    before = proto.SerializeToString()
+    from_proto = onnxlrp.compile(proto, composite="epsilon-plus", expose=["all"])
+    assert proto.SerializeToString() == before
+    from_file = onnxlrp.compile(lenet[1], composite="epsilon-plus", expose=["all"])
+    assert from_proto.SerializeToString() == from_file.SerializeToString()
+
+
+def test_equal_weights_are_stored_once(tmp_path):
+    """A weight the relevance graph needs again (a strided conv's transpose, a dense layer's W^T) reuses
+    the stored initializer: no two initializers of the result hold the same values."""
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 7 * 7, 4)
+    ).eval()
+    path = tmp_path / "strided.onnx"
+    nets.export(module, (3, 16, 16), path)
+    for kwargs in ({"rule": "epsilon"}, {"composite": "epsilon-plus"}):
+        model = onnxlrp.compile(path, **kwargs)
+        contents = [
+            (tuple(t.dims), onnx.numpy_helper.to_array(t).tobytes())
+            for t in model.graph.initializer
+            if t.data_type == onnx.TensorProto.FLOAT
+        ]
+        assert len(contents) == len(set(contents)), kwargs
+        names = {t.name for t in model.graph.initializer}
+        transposes = [n for n in model.graph.node if n.op_type == "ConvTranspose"]
+        forward_weight = next(n for n in model.graph.node if n.op_type == "Conv").input[1]
+        if "rule" in kwargs:  # epsilon: the transpose uses the forward conv's own weight
+            assert [n.input[1] for n in transposes] == [forward_weight]
+        assert all(n.input[1] in names for n in transposes)
+
+
+def test_initializers_listed_as_inputs(lenet, batch):
+    """Older exporters list every initializer among the graph inputs too; such a model compiles to the
+    same relevance."""
+    proto = onnx.load(str(lenet[1]))
+    declared = {i.name for i in proto.graph.input}
+    for init in proto.graph.initializer:
+        if init.name not in declared:
+            proto.graph.input.append(
+                onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+            )
+    old_style = onnxlrp.RelevanceSession(onnxlrp.compile(proto, rule="epsilon")).run(batch)["relevance"]
+    plain = onnxlrp.RelevanceSession(onnxlrp.compile(lenet[1], rule="epsilon")).run(batch)["relevance"]
+    np.testing.assert_allclose(old_style, plain, rtol=1e-6, atol=1e-9)
