@@ -119,14 +119,13 @@ def free_batch_dimension(model: onnx.ModelProto) -> None:
 
 
 def drop_ceil_mode(info: GraphInfo) -> None:
-    """Rewrite ceil_mode pooling as floor-mode pooling with the end padding that gives the same
-    windows (the runtime's output sizes, from the probe). onnx's shape inference gets some ceil_mode
-    sizes wrong; after this rewrite it agrees with the runtimes, so the relevance graph checks."""
+    """Drop ceil_mode from pools where it adds no window in onnxruntime (the probe's output size is the
+    floor-mode size). onnx's shape inference still counts such a window (one that would start in the
+    end padding), so without this the relevance graph would not check. Where ceil_mode does add a
+    window, onnx and onnxruntime agree, and the node is left alone (the emitters read the real sizes)."""
     for node in info.nodes:
         if node.op_type not in ("MaxPool", "AveragePool") or not info.attr(node, "ceil_mode", 0):
             continue
-        if node.op_type == "AveragePool" and info.attr(node, "count_include_pad", 0):
-            continue  # extra padding would change the divisor
         auto_pad = info.attr(node, "auto_pad", b"NOTSET")
         if (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) not in ("NOTSET", ""):
             continue
@@ -136,15 +135,14 @@ def drop_ceil_mode(info: GraphInfo) -> None:
         dilations = list(info.attr(node, "dilations", [1] * rank))
         pads = list(info.attr(node, "pads", [0] * 2 * rank))
         in_spatial, out_spatial = info.shape(node.input[0])[2:], info.shape(node.output[0])[2:]
-        for i in range(rank):
-            span = (kernel[i] - 1) * dilations[i] + 1
-            pads[rank + i] = max(
-                pads[rank + i], (out_spatial[i] - 1) * strides[i] + span - in_spatial[i] - pads[i]
-            )
-        for attribute in list(node.attribute):
-            if attribute.name in ("ceil_mode", "pads"):
-                node.attribute.remove(attribute)
-        node.attribute.append(helper.make_attribute("pads", pads))
+        floor_sizes = [
+            (in_spatial[i] + pads[i] + pads[rank + i] - (kernel[i] - 1) * dilations[i] - 1) // strides[i] + 1
+            for i in range(rank)
+        ]
+        if list(out_spatial) == floor_sizes:  # same windows, same divisors: ceil_mode changes nothing
+            for attribute in list(node.attribute):
+                if attribute.name == "ceil_mode":
+                    node.attribute.remove(attribute)
 
 
 def explained_tensor(info: GraphInfo, output: str | None) -> str:
@@ -193,6 +191,55 @@ def _nonnegative(info: GraphInfo) -> set[str]:
         ):
             known.add(node.output[0])
     return known
+
+
+def zero_keeping(
+    info: GraphInfo, path: list[onnx.NodeProto], rules: Mapping[str, Rule], explained: str, logit_seed: bool
+) -> set[str]:
+    """Tensors whose relevance is zero wherever the tensor is zero (see ops.ZEROS). The seed
+    logit * onehot is such a relevance; a one-hot or user seed is not."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in path:
+        for index in carried_inputs(spec_for(node.op_type), node, info):
+            consumers.setdefault(node.input[index], []).append(node)
+    keeping: set[str] = set()
+
+    def holds(tensor: str) -> bool:  # a tensor no relevance reaches has none anywhere
+        return tensor in keeping or (tensor != explained and tensor not in consumers)
+
+    def keeps(node: onnx.NodeProto) -> bool:
+        zeros = spec_for(node.op_type).zeros
+        zeros = zeros(node, info) if callable(zeros) else zeros
+        if zeros == "rule":
+            return node.name in rules and rules[node.name].keeps_zeros
+        return zeros == "kept" or (zeros == "passed" and all(holds(out) for out in node.output if out))
+
+    for node in path:  # last node first: every consumer of a node's outputs is settled before it
+        for tensor in node.output:
+            if tensor == explained:
+                kept = logit_seed
+            else:
+                kept = tensor in consumers and all(keeps(c) for c in consumers[tensor])
+            if kept:
+                keeping.add(tensor)
+    return keeping
+
+
+def rectified_inputs(
+    info: GraphInfo, path: list[onnx.NodeProto], rules: Mapping[str, Rule], explained: str, logit_seed: bool
+) -> dict[str, str]:
+    """z -> Relu(z) for tensors read only by one Relu whose output's relevance is zero wherever it is
+    zero: the relevance reaching z is then zero wherever z < 0, and a rule may divide by Relu(z) + eps
+    instead of z + eps * sign(z) (builder.stabilize)."""
+    keeping = zero_keeping(info, path, rules, explained, logit_seed)
+    graph_outputs = {o.name for o in info.model.graph.output}
+    rectified = {}
+    for node in path:
+        if node.op_type == "Relu" and node.output[0] in keeping:
+            z = node.input[0]
+            if info.consumers.get(z) == [node] and z not in graph_outputs and z != explained:
+                rectified[z] = node.output[0]
+    return rectified
 
 
 def relevance_path(info: GraphInfo, start: str) -> tuple[list[onnx.NodeProto], list[onnx.NodeProto]]:
@@ -370,7 +417,13 @@ def compile(
     else:
         seed_relevance = RELEVANCE_SEED
     relevance: dict[str, list[str]] = {explained: [seed_relevance]}
-    ctx_common = {"b": b, "info": info, "nonnegative": _nonnegative(info), "bias_adds": _bias_adds(info)}
+    ctx_common = {
+        "b": b,
+        "info": info,
+        "nonnegative": _nonnegative(info),
+        "bias_adds": _bias_adds(info),
+        "rectified": rectified_inputs(info, path, rules, explained, start is None and seed == "logit"),
+    }
     for node in path:
         arriving = [_total(b, relevance.get(name)) for name in node.output]
         ctx = EmitContext(rule=rules.get(node.name), **ctx_common)

@@ -31,6 +31,7 @@ class LinearLayer:
     transpose_map: WeightMap
     output: str | None = None  # the forward graph's z (with the unmodified weight and bias)
     x_nonnegative: bool = False
+    rectified: str | None = None  # Relu(z), when the relevance reaching z is zero wherever z < 0
 
     def forward(self, x: str | None, weight: np.ndarray) -> str | None:
         """forward(x, weight) without bias; None (zero) when x or the weight is zero."""
@@ -75,6 +76,7 @@ class Rule:
     """Base class: `propagate(b, layer, R)` returns the name of the input relevance."""
 
     name = "rule"
+    keeps_zeros = False  # True when the input relevance is x * (...): zero wherever x is zero
 
     def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
         raise NotImplementedError
@@ -94,6 +96,7 @@ class Epsilon(Rule):
     """R_x = x * T_W(R / (z + eps * sign0(z))), z = xW + b."""
 
     name = "epsilon"
+    keeps_zeros = True
 
     def __init__(self, epsilon: float = 1.0) -> None:
         if epsilon < 0:
@@ -104,7 +107,7 @@ class Epsilon(Rule):
         z = layer.output
         if z is None:
             z = b.add(layer.forward(layer.x, layer.weight), _bias_const(b, layer.bias))
-        s = b.div(relevance, b.stabilize(z, self.epsilon, like=relevance))
+        s = b.div(relevance, b.stabilize(z, self.epsilon, like=relevance, rectified=layer.rectified))
         return b.mul(layer.x, layer.transpose(s, layer.weight)) or b.mul(layer.x, b.const(np.float32(0)))
 
 
@@ -121,6 +124,7 @@ class AlphaBeta(Rule):
     """alpha * (positive contributions) - beta * (negative contributions), alpha - beta = 1."""
 
     name = "alphabeta"
+    keeps_zeros = True
 
     def __init__(self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = DEFAULT_STABILIZER) -> None:
         if alpha < 0 or beta < 0 or abs(alpha - beta - 1) > 1e-9:
@@ -129,20 +133,21 @@ class AlphaBeta(Rule):
         self.beta = float(beta)
         self.stabilizer = float(stabilizer)
 
-    def _share(self, b, layer, relevance, xp, xn, w_for_xp, w_for_xn, bias) -> str | None:
-        """xp * T_a(s) + xn * T_b(s), s = R / stab(xp a + xn b + bias)."""
+    def _share(self, b, layer, relevance, xp, xn, w_for_xp, w_for_xn, bias, sign: int) -> str | None:
+        """xp * T_a(s) + xn * T_b(s), s = R / stab(xp a + xn b + bias); every term of the sum has the
+        sign ``sign`` (+1: the positive contributions, -1: the negative ones)."""
         z = b.total([layer.forward(xp, w_for_xp), layer.forward(xn, w_for_xn), _bias_const(b, bias)])
-        s = b.div(relevance, b.stabilize(z, self.stabilizer, like=relevance))
+        s = b.div(relevance, b.stabilize(z, self.stabilizer, like=relevance, sign=sign))
         return b.add(b.mul(xp, layer.transpose(s, w_for_xp)), b.mul(xn, layer.transpose(s, w_for_xn)))
 
     def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
         xp, xn = _parts(b, layer)
         wp, wn = _pos(layer.weight), _neg(layer.weight)
         bias = layer.bias if layer.bias is not None else np.zeros(1, np.float32)
-        positive = self._share(b, layer, relevance, xp, xn, wp, wn, _pos(bias))
+        positive = self._share(b, layer, relevance, xp, xn, wp, wn, _pos(bias), sign=1)
         result = b.scale(positive, self.alpha)
         if self.beta:
-            negative = self._share(b, layer, relevance, xp, xn, wn, wp, _neg(bias))
+            negative = self._share(b, layer, relevance, xp, xn, wn, wp, _neg(bias), sign=-1)
             result = b.sub(result, b.scale(negative, self.beta))
         return result if result is not None else b.mul(layer.x, b.const(np.float32(0)))
 
@@ -160,6 +165,7 @@ class Gamma(Rule):
     """zennit's generalised gamma rule: favour positive contributions by gamma."""
 
     name = "gamma"
+    keeps_zeros = True
 
     def __init__(self, gamma: float = 0.25, stabilizer: float = DEFAULT_STABILIZER) -> None:
         if gamma < 0:
@@ -200,8 +206,8 @@ class WSquare(Rule):
         w2 = np.square(layer.weight).astype(np.float32)
         ones = b.ones_like(layer.x)
         bias = np.square(layer.bias) if self.bias and layer.bias is not None else None
-        z = b.add(layer.forward(ones, w2), _bias_const(b, bias))
-        s = b.div(relevance, b.stabilize(z, self.stabilizer, like=relevance))
+        z = b.add(layer.forward(ones, w2), _bias_const(b, bias))  # >= 0
+        s = b.div(relevance, b.stabilize(z, self.stabilizer, like=relevance, sign=1))
         return b.mul(ones, layer.transpose(s, w2))
 
 
@@ -216,8 +222,8 @@ class Flat(Rule):
     def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
         w1 = np.ones_like(layer.weight, dtype=np.float32)
         ones = b.ones_like(layer.x)
-        z = layer.forward(ones, w1)
-        s = b.div(relevance, b.stabilize(z, self.stabilizer, like=relevance))
+        z = layer.forward(ones, w1)  # > 0
+        s = b.div(relevance, b.stabilize(z, self.stabilizer, like=relevance, sign=1))
         return b.mul(ones, layer.transpose(s, w1))
 
 

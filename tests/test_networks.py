@@ -8,6 +8,7 @@ the map's scale; an element-wise relative error is meaningless where relevance c
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -123,3 +124,29 @@ def test_rules_by_type_and_name(paper_nets):
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
     with pytest.raises(ValueError, match="no linear layer: nope"):
         onnxlrp.compile(path, rules_by_name={"nope": "flat"})
+
+
+def test_relu_inputs_stabilised_only_where_safe(paper_nets):
+    """Below a ReLU whose output's relevance vanishes where it is zero, epsilon divides by Relu(z) + eps
+    (no sign test). A flat rule above the ReLU breaks that (it spreads relevance onto zero inputs): the
+    layer below must keep z + eps * sign(z). Both match the reference."""
+    path = paper_nets["vgg"]
+    model = onnx.load(str(path))
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    linear = sum(n.op_type in ("Conv", "Gemm") for n in model.graph.node)
+    x = _inputs((3, 32, 32))
+
+    plain = onnxlrp.compile(path, rule="epsilon")
+    sign_tests = sum(n.op_type == "GreaterOrEqual" for n in plain.graph.node)
+    assert sign_tests < linear - 1  # most layers feed a ReLU
+    assert_close_to_reference(path, x, "epsilon")
+
+    flat_above = onnxlrp.compile(path, rule="epsilon", rules_by_name={convs[1]: "flat"})
+    assert sum(n.op_type == "GreaterOrEqual" for n in flat_above.graph.node) == sign_tests + 1
+
+    def rule_for_node(node, is_first):
+        return ("flat",) if node.name == convs[1] else ("epsilon", 1.0)
+
+    got = onnxlrp.RelevanceSession(flat_above).run(x)["relevance"]
+    want = reference.reference_lrp(str(path), x.astype(np.float64), rule_for_node)["relevance"]
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()

@@ -8,7 +8,24 @@ import numpy as np
 import onnx
 
 from onnxlrp.errors import UnsupportedModelError
+from onnxlrp.graph import GraphInfo
 from onnxlrp.ops import EmitContext, carried_inputs, register, spec_for
+
+ZERO_AT_ZERO = {"Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Tanh", "HardSwish", "Gelu", "Mish"}
+
+
+def _activation_zeros(node: onnx.NodeProto, info: GraphInfo) -> str:
+    """Relevance passes through: zeros are kept where f(0) = 0 (Clip: when its range holds 0)."""
+    if node.op_type in ZERO_AT_ZERO or node.op_type in ("Dropout", "Identity"):
+        return "passed"
+    if node.op_type == "Clip":
+        names = list(node.input[1:3]) + [""] * (3 - len(node.input))
+        if any(name and info.const(name) is None for name in names):
+            return "never"  # a bound computed from the input
+        low, high = (info.const(name) if name else None for name in names)
+        if (low is None or low <= 0) and (high is None or high >= 0):
+            return "passed"
+    return "never"
 
 
 @register(
@@ -28,12 +45,21 @@ from onnxlrp.ops import EmitContext, carried_inputs, register, spec_for
     "Identity",
     "Gelu",
     "Mish",
+    zeros=_activation_zeros,
 )
 def emit_passthrough(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     return {0: relevance[0]}
 
 
-@register("Mul", "Div", "Add", "Sub", "Sum", kind="merge", data_inputs=None)
+def _arithmetic_zeros(node: onnx.NodeProto, info: GraphInfo) -> str:
+    """A sum of activations splits x_k * s ("kept"); x * c and x / c keep zeros, x + c does not."""
+    dynamic = carried_inputs(spec_for(node.op_type), node, info)
+    if len(dynamic) > 1:
+        return "kept"
+    return "passed" if node.op_type in ("Mul", "Div") else "never"
+
+
+@register("Mul", "Div", "Add", "Sub", "Sum", kind="merge", data_inputs=None, zeros=_arithmetic_zeros)
 def emit_arithmetic(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     """With one input from the data path (x op constant): relevance passes to it unchanged; a bias
     Add fused into the linear layer before it is such a case. With several (residual Add, Sum, Sub):
@@ -54,7 +80,9 @@ def emit_arithmetic(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> 
     terms = [node.input[i] for i in dynamic]
     if node.op_type == "Sub":
         terms[1] = b.op("Neg", [terms[1]])
-    s = b.div(relevance[0], b.stabilize(node.output[0], ctx.rule.epsilon, like=relevance[0]))
+    total = node.output[0]
+    stabilized = b.stabilize(total, ctx.rule.epsilon, like=relevance[0], rectified=ctx.rectified.get(total))
+    s = b.div(relevance[0], stabilized)
     out_shape = ctx.info.shape(node.output[0])
     result = {}
     for index, term in zip(dynamic, terms, strict=True):

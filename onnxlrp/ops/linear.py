@@ -131,7 +131,7 @@ def emit_conv(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     bias, output = layer_bias(ctx, node, own_bias)
     forward, transpose = conv_maps(ctx, node, x, node.output[0], weight.shape[2:], ctx.attr(node, "group", 1))
     layer = LinearLayer(x, weight, bias, forward, transpose, output, x in ctx.nonnegative)
-    return {0: ctx.rule.propagate(ctx.b, layer, relevance[0])}
+    return {0: ctx.propagate(layer, relevance[0])}
 
 
 def _matmul_layer(ctx: EmitContext, node, x_index: int, weight: np.ndarray, own_bias, trans_x: bool):
@@ -177,7 +177,7 @@ def emit_gemm(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     if len(node.input) > 2 and node.input[2]:
         bias = (ctx.attr(node, "beta", 1.0) * _const_input(ctx, node, 2, "bias C")).astype(np.float32)
     layer = _matmul_layer(ctx, node, x_index, weight, bias, bool(trans[x_index]))
-    return {x_index: ctx.rule.propagate(ctx.b, layer, relevance[0])}
+    return {x_index: ctx.propagate(layer, relevance[0])}
 
 
 @register("MatMul", kind="dense", data_inputs=(0, 1))
@@ -185,7 +185,7 @@ def emit_matmul(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict
     x_index = _activation_index(ctx, node)
     weight = _const_input(ctx, node, 1 - x_index, "weight")
     layer = _matmul_layer(ctx, node, x_index, weight, None, False)
-    return {x_index: ctx.rule.propagate(ctx.b, layer, relevance[0])}
+    return {x_index: ctx.propagate(layer, relevance[0])}
 
 
 @register("BatchNormalization", kind="affine")
@@ -210,7 +210,7 @@ def emit_batchnorm(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> d
         output,
         node.input[0] in ctx.nonnegative,
     )
-    return {0: ctx.rule.propagate(b, layer, relevance[0])}
+    return {0: ctx.propagate(layer, relevance[0])}
 
 
 @register("ConvTranspose", kind="conv")
@@ -252,4 +252,4 @@ def emit_conv_transpose(ctx: EmitContext, node: onnx.NodeProto, relevance: list)
         own_bias = _const_input(ctx, node, 2, "bias").reshape((1, -1) + (1,) * rank)
     bias, output = layer_bias(ctx, node, own_bias)
     layer = LinearLayer(x, weight, bias, forward, transpose, output, x in ctx.nonnegative)
-    return {0: ctx.rule.propagate(b, layer, relevance[0])}
+    return {0: ctx.propagate(layer, relevance[0])}
