@@ -181,12 +181,9 @@ def pool_case(draw):
     return kernel, strides, pads, size, ceil_mode, draw(st.integers(0, 2**16))
 
 
-@EXAMPLES
-@given(case=pool_case(), count_include_pad=st.integers(0, 1), rule=rules)
-def test_average_pool(case, count_include_pad, rule):
-    kernel, strides, pads, size, ceil_mode, seed = case
-    node = helper.make_node(
-        "AveragePool",
+def pool_node(op_type: str, kernel, strides, pads, ceil_mode, **extra) -> onnx.NodeProto:
+    return helper.make_node(
+        op_type,
         ["x"],
         ["y"],
         name="pool",
@@ -194,8 +191,15 @@ def test_average_pool(case, count_include_pad, rule):
         strides=strides,
         pads=pads,
         ceil_mode=ceil_mode,
-        count_include_pad=count_include_pad,
+        **extra,
     )
+
+
+@EXAMPLES
+@given(case=pool_case(), count_include_pad=st.integers(0, 1), rule=rules)
+def test_average_pool(case, count_include_pad, rule):
+    kernel, strides, pads, size, ceil_mode, seed = case
+    node = pool_node("AveragePool", kernel, strides, pads, ceil_mode, count_include_pad=count_include_pad)
     x = np.random.default_rng(seed).uniform(-1, 1, (2, 3, *size)).astype(np.float32)
     check_against_reference(model_of([node], x.shape, {}), x, rule, seed)
 
@@ -205,21 +209,48 @@ def test_average_pool(case, count_include_pad, rule):
 def test_max_pool(case, dilation):
     kernel, strides, pads, size, ceil_mode, seed = case
     size = [s + (k - 1) * (dilation - 1) for s, k in zip(size, kernel, strict=True)]
-    node = helper.make_node(
-        "MaxPool",
-        ["x"],
-        ["y"],
-        name="pool",
-        kernel_shape=kernel,
-        strides=strides,
-        pads=pads,
-        ceil_mode=ceil_mode,
-        dilations=[dilation] * 2,
-    )
+    node = pool_node("MaxPool", kernel, strides, pads, ceil_mode, dilations=[dilation] * 2)
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (2, 3, *size)).astype(np.float32)
     x[0, 0, :2, :2] = 0.5  # ties: all relevance goes to the first maximum
     check_against_reference(model_of([node], x.shape, {}), x, ("lrp0",), seed)
+
+
+@pytest.mark.parametrize(
+    "op_type, kernel, strides, pads, size, extra",
+    [
+        # ceil_mode adds no window in onnxruntime, onnx's shape inference counts one
+        ("AveragePool", [1, 1], [1, 2], [0, 0, 0, 0], [2, 2], {"count_include_pad": 1}),
+        # ceil_mode adds a window; growing the end pad instead would break onnxruntime's pad < kernel
+        ("MaxPool", [1, 3], [1, 2], [0, 2, 0, 2], [2, 6], {"dilations": [2, 2]}),
+    ],
+)
+def test_ceil_mode_pool_regressions(op_type, kernel, strides, pads, size, extra):
+    node = pool_node(op_type, kernel, strides, pads, 1, **extra)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, *size)).astype(np.float32)
+    check_against_reference(model_of([node], x.shape, {}), x, ("epsilon", 0.5), 0)
+
+
+@pytest.mark.parametrize(
+    "kernel, strides, pads, ceil_mode, routing",
+    [
+        ([2, 2], [2, 2], [0, 0, 0, 0], 0, "MaxUnpool"),
+        ([2, 3], [3, 3], [1, 0, 0, 2], 1, "MaxUnpool"),  # padded, ceil mode, stride > kernel
+        ([3, 1], [3, 2], [0, 0, 0, 0], 1, "MaxUnpool"),
+        ([3, 3], [2, 2], [1, 1, 1, 1], 0, "ScatterElements"),  # overlapping windows (ResNet's stem)
+    ],
+)
+def test_max_pool_routing(kernel, strides, pads, ceil_mode, routing):
+    """Disjoint windows route relevance with MaxUnpool, overlapping ones with ScatterElements; both
+    give the reference's winner-take-all, ties to the first maximum."""
+    node = pool_node("MaxPool", kernel, strides, pads, ceil_mode)
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-1, 1, (2, 3, 8, 7)).astype(np.float32)
+    x[:, :, :4, :4] = 0.5  # ties in whole windows
+    model = model_of([node], x.shape, {})
+    compiled = onnxlrp.compile(model, rule="lrp0", start="y")
+    assert routing in {n.op_type for n in compiled.graph.node}
+    check_against_reference(model, x, ("lrp0",), 7)
 
 
 @settings(derandomize=True, database=None, max_examples=10, deadline=None)

@@ -30,7 +30,7 @@ def _scatter_back(ctx: EmitContext, x: str, relevance: str, flat_indices: str) -
     return b.op("Reshape", [scattered, shape])
 
 
-@register("MaxPool", kind="maxpool")
+@register("MaxPool", kind="maxpool", zeros="passed")
 def emit_maxpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     if ctx.attr(node, "storage_order", 0) != 0:
         raise UnsupportedModelError(f"node '{node.name}' (MaxPool): storage_order=1 is not supported")
@@ -41,10 +41,46 @@ def emit_maxpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dic
             node.output.append(indices)
         else:
             node.output[1] = indices
+    if _windows_disjoint(ctx, node):  # each input in at most one window: indices are unique
+        b = ctx.b
+        window = _window(ctx, node)
+        # MaxUnpool only checks that x's shape holds (out - 1) * stride + kernel - pads: grow the end
+        # pads by what a ceil_mode window reaches past x (indices are positions in x itself)
+        rank = len(window["kernel_shape"])
+        in_spatial, out_spatial = ctx.info.shape(node.input[0])[2:], ctx.info.shape(node.output[0])[2:]
+        for i, (k, s) in enumerate(zip(window["kernel_shape"], window["strides"], strict=True)):
+            reach = (out_spatial[i] - 1) * s + k - window["pads"][i]
+            window["pads"][rank + i] = max(window["pads"][rank + i], reach - in_spatial[i])
+        routed = b.op("MaxUnpool", [relevance[0], node.output[1], b.op("Shape", [node.input[0]])], **window)
+        return {0: routed}
     return {0: _scatter_back(ctx, node.input[0], relevance[0], node.output[1])}
 
 
-@register("GlobalMaxPool", kind="maxpool")
+def _window(ctx: EmitContext, node: onnx.NodeProto) -> dict:
+    kernel = list(ctx.attr(node, "kernel_shape"))
+    rank = len(kernel)
+    return {
+        "kernel_shape": kernel,
+        "strides": list(ctx.attr(node, "strides", [1] * rank)),
+        "pads": list(ctx.attr(node, "pads", [0] * 2 * rank)),
+    }
+
+
+def _windows_disjoint(ctx: EmitContext, node: onnx.NodeProto) -> bool:
+    """No input element lies in two windows: then MaxUnpool routes the relevance (several times
+    faster in onnxruntime than ScatterElements with reduction="add", which overlapping windows need)."""
+    window = _window(ctx, node)
+    dilations = list(ctx.attr(node, "dilations", [1] * len(window["kernel_shape"])))
+    auto_pad = ctx.attr(node, "auto_pad", b"NOTSET")
+    if (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) not in ("NOTSET", ""):
+        return False
+    return all(
+        k == 1 or (d == 1 and s >= k)
+        for k, s, d in zip(window["kernel_shape"], window["strides"], dilations, strict=True)
+    )
+
+
+@register("GlobalMaxPool", kind="maxpool", zeros="passed")
 def emit_global_maxpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     b = ctx.b
     x = node.input[0]
@@ -111,7 +147,7 @@ def emit_avgpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dic
         return window_sum_t(b.op("Mul", [s, b.const(w, "pool_w")]), ones)
 
     layer = LinearLayer(x, divisor_map, None, forward, transpose, node.output[0], x in ctx.nonnegative)
-    return {0: ctx.rule.propagate(b, layer, relevance[0])}
+    return {0: ctx.propagate(layer, relevance[0])}
 
 
 @register("GlobalAveragePool", kind="avgpool")
@@ -129,4 +165,4 @@ def emit_global_avgpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list)
         return b.op("Mul", [s, b.const(w)])  # broadcasts over the window; rules multiply by x-shaped terms
 
     layer = LinearLayer(x, weight, None, forward, transpose, node.output[0], x in ctx.nonnegative)
-    return {0: ctx.rule.propagate(b, layer, relevance[0])}
+    return {0: ctx.propagate(layer, relevance[0])}
