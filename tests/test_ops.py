@@ -217,6 +217,24 @@ def test_max_pool(case, dilation):
 
 
 @pytest.mark.parametrize(
+    "kernel, pads, ceil_mode, count_include_pad",
+    [
+        ([2, 2], [0, 0, 0, 0], 0, 0),  # 9x7: the last row and column are in no window
+        ([3, 2], [1, 0, 2, 1], 0, 1),
+        ([2, 3], [1, 1, 0, 1], 1, 0),  # ceil mode: the last windows reach past x
+    ],
+)
+def test_average_pool_tiling_windows(kernel, pads, ceil_mode, count_include_pad):
+    """Windows that tile the input (stride == kernel) spread relevance back with a Resize."""
+    node = pool_node("AveragePool", kernel, kernel, pads, ceil_mode, count_include_pad=count_include_pad)
+    x = np.random.default_rng(3).uniform(-1, 1, (2, 3, 9, 7)).astype(np.float32)
+    model = model_of([node], x.shape, {})
+    assert "Resize" in {n.op_type for n in onnxlrp.compile(model, rule="epsilon", start="y").graph.node}
+    for rule in (("epsilon", 0.1), ("alphabeta", 2.0, 1.0), ("flat",)):
+        check_against_reference(model, x, rule, 3)
+
+
+@pytest.mark.parametrize(
     "op_type, kernel, strides, pads, size, extra",
     [
         # ceil_mode adds no window in onnxruntime, onnx's shape inference counts one

@@ -143,11 +143,51 @@ def emit_avgpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dic
     def forward(inp: str, w: np.ndarray) -> str:
         return b.op("Mul", [window_sum(inp, ones), b.const(w, "pool_w")])
 
+    tiling = _tiling_windows(ctx, node, kernel)
+
     def transpose(s: str, w: np.ndarray) -> str:
-        return window_sum_t(b.op("Mul", [s, b.const(w, "pool_w")]), ones)
+        scaled = b.op("Mul", [s, b.const(w, "pool_w")])
+        if tiling:
+            return _spread_over_tiles(ctx, scaled, x, node.output[0], kernel, pads)
+        return window_sum_t(scaled, ones)
 
     layer = LinearLayer(x, divisor_map, None, forward, transpose, node.output[0], x in ctx.nonnegative)
     return {0: ctx.propagate(layer, relevance[0])}
+
+
+def _tiling_windows(ctx: EmitContext, node: onnx.NodeProto, kernel: list) -> bool:
+    """stride == kernel, no dilation: the windows tile the (padded) input."""
+    strides = list(ctx.attr(node, "strides", [1] * len(kernel)))
+    dilations = list(ctx.attr(node, "dilations", [1] * len(kernel)))
+    return strides == kernel and all(d == 1 for d in dilations)
+
+
+def _spread_over_tiles(ctx: EmitContext, s: str, x: str, pooled: str, kernel: list, pads: list) -> str:
+    """The transposed window sum of tiling windows: every input element gets its window's value
+    (nearest-neighbour Resize; 2-20x faster in onnxruntime than the depthwise ConvTranspose), cut to
+    x's extent (begin pads, ceil-mode windows) and zero where no window reaches (floor mode)."""
+    b = ctx.b
+    rank = len(kernel)
+    up = b.op(
+        "Resize",
+        [s, "", b.const(np.array([1, 1, *kernel], np.float32))],
+        mode="nearest",
+        coordinate_transformation_mode="asymmetric",
+        nearest_mode="floor",
+    )
+    in_spatial, out_spatial = ctx.info.shape(x)[2:], ctx.info.shape(pooled)[2:]
+    starts = [pads[i] for i in range(rank)]
+    ends = [min(out_spatial[i] * kernel[i], pads[i] + in_spatial[i]) for i in range(rank)]
+    uncovered = [in_spatial[i] - (ends[i] - starts[i]) for i in range(rank)]
+    if starts != [0] * rank or ends != [out_spatial[i] * kernel[i] for i in range(rank)]:
+        axes = np.arange(2, 2 + rank, dtype=np.int64)
+        up = b.op(
+            "Slice",
+            [up, b.const(np.array(starts, np.int64)), b.const(np.array(ends, np.int64)), b.const(axes)],
+        )
+    if any(uncovered):
+        up = b.op("Pad", [up, b.const(np.array([0] * (2 + rank) + [0, 0] + uncovered, np.int64))])
+    return up
 
 
 @register("GlobalAveragePool", kind="avgpool")
