@@ -426,6 +426,9 @@ def compile(
     }
     for node in path:
         arriving = [_total(b, relevance.get(name)) for name in node.output]
+        for name, total in zip(node.output, arriving, strict=True):
+            if total is not None:
+                relevance[name] = [total]  # summed once (totals below reuses it)
         ctx = EmitContext(rule=rules.get(node.name), **ctx_common)
         try:
             produced = spec_for(node.op_type).emit(ctx, node, arriving)

@@ -66,6 +66,13 @@ def _parts(b: GraphBuilder, layer: LinearLayer) -> tuple[str, str | None]:
     return b.positive_part(layer.x), b.negative_part(layer.x)
 
 
+def _times_transpose(
+    b: GraphBuilder, layer: LinearLayer, x: str | None, s: str, weight: np.ndarray
+) -> str | None:
+    """x * T_W(s), None (zero) when x is: no transpose is emitted for an input part that is zero."""
+    return None if x is None else b.mul(x, layer.transpose(s, weight))
+
+
 def _compact(value) -> str:
     if isinstance(value, np.ndarray):
         value = value.item() if value.size == 1 else value.tolist()
@@ -136,9 +143,11 @@ class AlphaBeta(Rule):
     def _share(self, b, layer, relevance, xp, xn, w_for_xp, w_for_xn, bias, sign: int) -> str | None:
         """xp * T_a(s) + xn * T_b(s), s = R / stab(xp a + xn b + bias); every term of the sum has the
         sign ``sign`` (+1: the positive contributions, -1: the negative ones)."""
+        if not any(x is not None and np.any(w) for x, w in ((xp, w_for_xp), (xn, w_for_xn))):
+            return None  # no contribution of this sign (e.g. the negative part of a pooling layer)
         z = b.total([layer.forward(xp, w_for_xp), layer.forward(xn, w_for_xn), _bias_const(b, bias)])
         s = b.div(relevance, b.stabilize(z, self.stabilizer, like=relevance, sign=sign))
-        return b.add(b.mul(xp, layer.transpose(s, w_for_xp)), b.mul(xn, layer.transpose(s, w_for_xn)))
+        return b.add(_times_transpose(b, layer, xp, s, w_for_xp), _times_transpose(b, layer, xn, s, w_for_xn))
 
     def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
         xp, xn = _parts(b, layer)
@@ -188,7 +197,7 @@ class Gamma(Rule):
             denominator = b.total([layer.forward(xp, w_xp), layer.forward(xn, w_xn), _bias_const(b, b_term)])
             s = b.div(b.mul(relevance, mask), b.stabilize(denominator, self.stabilizer, like=relevance))
             result = b.total(
-                [result, b.mul(xp, layer.transpose(s, w_xp)), b.mul(xn, layer.transpose(s, w_xn))]
+                [result, _times_transpose(b, layer, xp, s, w_xp), _times_transpose(b, layer, xn, s, w_xn)]
             )
         return result
 

@@ -23,7 +23,7 @@ from converters.pytorch import export_module
 from onnxlrp.cli import main
 from onnxlrp.compiler import canonicalize
 from tests import reference
-from tests.test_networks import reference_rules
+from tests.test_networks import COMPOSITES, reference_rules
 
 
 class Residual(nn.Module):
@@ -128,6 +128,21 @@ def test_lrp0_equals_gradient_times_input(name, tmp_path):
     error = np.abs(out["relevance"] - expected).max()
     assert error <= 1e-5 * np.abs(expected).max(), error
     assert main(["inspect", str(path)]) == 0  # every node supported
+
+
+@pytest.mark.parametrize("name", sorted(HOMOGENEOUS))
+def test_no_dead_nodes(name, tmp_path):
+    """Every node of the relevance graph feeds an output (onnxruntime runs dead nodes too): no
+    transpose for an input part that is zero, a branch point's relevance summed once."""
+    path = tmp_path / f"{name}.onnx"
+    _export(HOMOGENEOUS[name](), path)
+    for options in ({"rule": "epsilon"}, {"rule": "alphabeta"}, *({"composite": c} for c in COMPOSITES)):
+        model = onnxlrp.compile(path, **options, expose=["all"])
+        used = {name for node in model.graph.node for name in node.input} | {
+            o.name for o in model.graph.output
+        }
+        dead = [node.name for node in model.graph.node if not any(out in used for out in node.output)]
+        assert not dead, f"{options}: {dead}"
 
 
 def test_resnet_with_batchnorm_matches_reference(tmp_path):
