@@ -283,20 +283,19 @@ def measure_memory(case: str, batch: int, tool: str, threads: int) -> dict:
 
 # --------------------------------------------------------------------------- experiments
 def compile_times(case: str, repeats: int) -> dict:
+    """onnxlrp.compile from a loaded ModelProto (the slower case: the compiler copies it): the
+    median and range over the repeats, after one warm-up."""
     _, path, _ = models.load_case(case)
     proto = onnx.load(str(path))
     result = {}
     for rule, kwargs in RULES.items():
-        ts, fast = [], []
+        onnxlrp.compile(proto, **kwargs)
+        ts = []
         for _ in range(repeats):
             start = time.perf_counter()
             onnxlrp.compile(proto, **kwargs)
             ts.append(time.perf_counter() - start)
-            with prototypes.weightless_checks():  # prototype: checker and shape inference without weights
-                start = time.perf_counter()
-                onnxlrp.compile(proto, **kwargs)
-                fast.append(time.perf_counter() - start)
-        result[rule], result[rule + " weightless"] = min(ts), min(fast)
+        result[rule] = {"median": statistics.median(ts), "min": min(ts), "max": max(ts)}
     result["nodes"] = len(proto.graph.node)
     return result
 
@@ -319,7 +318,6 @@ def session_options(tools: Tools, rule: str, rounds: int, budget: float) -> dict
 
 
 PROTOTYPES = {
-    "narrow transposes back to ConvTranspose": prototypes.narrow_transposes_back,
     "1x1 strided ConvTranspose -> 1x1 Conv + zero interleave": prototypes.pointwise_strided_transpose,
 }
 
@@ -439,12 +437,13 @@ def write_report(res: dict, path: Path) -> None:
                 f"{verdict(zm['total_mib'] - lm['total_mib'], 0, True)} |"
             )
     for case, ct in res["compile"].items():
-        worst = max(ct[r] for r in RULES)
+        worst = max(ct[r]["median"] for r in RULES)
         label = verdict(worst, 1.0, False)
         if case != "resnet50":
             label = f"(not ResNet-50: {label})"
         lines.append(
-            f"| compile < 1 s (ResNet-50-sized) | {case} ({ct['nodes']} nodes) | {worst:.2f} s | {label} |"
+            f"| compile < 1 s (ResNet-50-sized, median) | {case} ({ct['nodes']} nodes) | "
+            f"{worst:.2f} s | {label} |"
         )
     lines += [
         "",
@@ -515,22 +514,14 @@ def write_report(res: dict, path: Path) -> None:
         )
     lines += [
         "",
-        "## Compile time (onnxlrp.compile, best of the repeats, s)",
+        "## Compile time (onnxlrp.compile, s: median [min, max] over the repeats)",
         "",
-        "*weightless*: the same compile with onnx.checker.check_model and onnx.shape_inference.infer_shapes "
-        "given the model without its weights (prototype benchmarks.prototypes.weightless_checks; output "
-        "byte-identical).",
-        "",
-        "| case | ONNX nodes | epsilon | epsilon weightless | epsilon-plus | epsilon-plus weightless |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| case | ONNX nodes | epsilon | epsilon-plus |",
+        "| --- | --- | --- | --- |",
     ]
     for case, ct in res["compile"].items():
-        fast = [ct.get(r + " weightless") for r in RULES]
-        fast = [f"{f:.2f}" if f is not None else "-" for f in fast]
-        lines.append(
-            f"| {case} | {ct['nodes']} | {ct['epsilon']:.2f} | {fast[0]} | {ct['epsilon-plus']:.2f} | "
-            f"{fast[1]} |"
-        )
+        cells = [f"{ct[r]['median']:.2f} [{ct[r]['min']:.2f}, {ct[r]['max']:.2f}]" for r in RULES]
+        lines.append(f"| {case} | {ct['nodes']} | " + " | ".join(cells) + " |")
     if res.get("session_options"):
         lines += [
             "",
@@ -556,8 +547,7 @@ def write_report(res: dict, path: Path) -> None:
             "",
             "Applied to the compiled relevance graph after the fact; exactness = max relative difference of "
             "the relevance; speed-up = median per-round ratio before/after (> 1: the rewrite is faster). "
-            "Rows with 0 rewritten: nothing left to rewrite (the stride-1 rewrite is in the compiler since "
-            "commit 7f3254c).",
+            "Rows with 0 rewritten: the graph has nothing to rewrite.",
             "",
             "| prototype | case | batch | rule | rewritten | max rel diff | before ms | after ms | "
             "speed-up |",
@@ -573,6 +563,7 @@ def write_report(res: dict, path: Path) -> None:
                 lines.append(
                     f"| {p['prototype']} | {p['case']} | {p['batch']} | {p['rule']} | 0 | - | - | - | - |"
                 )
+    lines += history_section()
     if res.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in res["notes"]]
     analysis = Path(__file__).resolve().parent / "ANALYSIS.md"
@@ -589,6 +580,7 @@ def write_report(res: dict, path: Path) -> None:
         "python benchmarks/run.py            # full run, rewrites BENCHMARKS.md",
         "python benchmarks/run.py --quick    # smoke test: LeNet only, ~30 s (--no-memory: ~5 s)",
         "python benchmarks/run.py --cases resnet9 --merge-into full.json   # rerun nets into a --json",
+        "python benchmarks/history.py       # the compiler commits side by side (then rerun the report)",
         "python benchmarks/transpose_micro.py   # ConvTranspose vs Conv per layer (compiler heuristic)",
         "python benchmarks/run.py --from-json benchmarks/results.json   # rewrite this report from raw data",
         "```",
@@ -602,6 +594,48 @@ def write_report(res: dict, path: Path) -> None:
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def history_section() -> list[str]:
+    """The table of benchmarks/history.json (python benchmarks/history.py), if it exists."""
+    path = Path(__file__).resolve().parent / "history.json"
+    if not path.exists():
+        return []
+    history = json.loads(path.read_text())
+    commits = list(history["commits"])
+    lines = [
+        "",
+        "## Which change moved what (benchmarks/history.py, one run)",
+        "",
+        "The relevance graphs compiled by each commit, run interleaved with the onnxruntime forward pass: "
+        "onnxlrp / onnxruntime forward, median over rounds of the per-round ratio (CPU, 2 threads). "
+        "*max diff*: the largest relative difference of any commit's relevance from the first's.",
+        "",
+        *(f"- `{c}`: {label}" for c, label in history["commits"].items()),
+        "",
+        "| case | batch | rule | forward ms | " + " | ".join(f"`{c}`" for c in commits) + " | max diff |",
+        "| --- | --- | --- | --- | " + " | ".join("---" for _ in commits) + " | --- |",
+    ]
+    for run in history["runs"]:
+        ratios = [f"{run['commits'][c]['vs_forward']:.2f}" for c in commits]
+        diff = max(v["max_rel_diff"] for v in run["commits"].values())
+        lines.append(
+            f"| {run['case']} | {run['batch']} | {run['rule']} | {run['forward_ms']:.1f} | "
+            + " | ".join(ratios)
+            + f" | {diff:.1g} |"
+        )
+    for rule in RULES:
+        key = f"resnet50:{rule}"
+        if all(key in history["compile"][c] for c in commits):
+            cells = [history["compile"][c][key] for c in commits]
+            lines.append(
+                f"| resnet50 compile s | - | {rule} | - | "
+                + " | ".join(f"{v['compile_s']:.2f}" for v in cells)
+                + " | - |"
+            )
+            sizes = " | ".join(f"{v['mib']:.0f}" for v in cells)
+            lines.append(f"| resnet50 graph MiB | - | {rule} | - | {sizes} | - |")
+    return lines
 
 
 def merge(old: dict, new: dict) -> dict:
@@ -695,7 +729,7 @@ def main(argv=None) -> int:
         if args.redo_compile:
             for case in res["compile"]:
                 print(f"compile {case}", flush=True)
-                res["compile"][case] = compile_times(case, 1 if res["quick"] else 2)
+                res["compile"][case] = compile_times(case, 1 if res["quick"] else 7)
             args.from_json.write_text(json.dumps(res, indent=1, default=str))
         write_report(res, args.out or ROOT / "BENCHMARKS.md")
         return 0
@@ -731,7 +765,7 @@ def main(argv=None) -> int:
 
     for case in compile_cases:
         print(f"compile {case}", flush=True)
-        res["compile"][case] = compile_times(case, 1 if args.quick else 2)
+        res["compile"][case] = compile_times(case, 1 if args.quick else 7)
 
     for case, batch in cases:
         print(f"== {case} batch {batch}", flush=True)
