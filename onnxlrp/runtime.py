@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 
+from onnxlrp import loading
 from onnxlrp.compiler import RELEVANCE_SEED, TARGET, compile
 from onnxlrp.errors import OnnxLrpError
 from onnxlrp.loading import ModelLike, load_model
@@ -24,7 +28,12 @@ class RelevanceSession:
         options = options or ort.SessionOptions()
         options.log_severity_level = 3  # the optional `target` input is an overridable initializer
         providers = providers or ["CPUExecutionProvider"]
-        if isinstance(model, onnx.ModelProto | bytes):
+        if isinstance(model, onnx.ModelProto) and model.ByteSize() >= loading.PROTOBUF_LIMIT:
+            # too large to pass as bytes: onnxruntime reads it from a file with external weight data
+            with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as folder:
+                path = loading.save_model(model, Path(folder) / "relevance.onnx")
+                self.session = ort.InferenceSession(str(path), options, providers=providers)
+        elif isinstance(model, onnx.ModelProto | bytes):
             data = model if isinstance(model, bytes) else model.SerializeToString()
             self.session = ort.InferenceSession(data, options, providers=providers)
         else:  # a path goes straight to onnxruntime: no extra copies of the weights stay in memory

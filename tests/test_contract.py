@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import onnxlrp
+from onnxlrp import loading
 from tests import nets
 
 
@@ -211,3 +212,31 @@ def test_initializers_listed_as_inputs(lenet, batch):
     old_style = onnxlrp.RelevanceSession(onnxlrp.compile(proto, rule="epsilon")).run(batch)["relevance"]
     plain = onnxlrp.RelevanceSession(onnxlrp.compile(lenet[1], rule="epsilon")).run(batch)["relevance"]
     np.testing.assert_allclose(old_style, plain, rtol=1e-6, atol=1e-9)
+
+
+def test_models_over_the_protobuf_limit_use_external_data(lenet, batch, tmp_path, monkeypatch):
+    """Relevance graphs over protobuf's 2 GB limit are saved with their weights in <name>.data, run
+    from memory through such a file, and load back (the limit is lowered here to test it); forward
+    models with external data compile."""
+    compiled = onnxlrp.compile(lenet[1], rule="epsilon")
+    expected = onnxlrp.RelevanceSession(compiled).run(batch)["relevance"]
+    before = onnx.ModelProto()
+    before.CopyFrom(compiled)
+
+    monkeypatch.setattr(loading, "PROTOBUF_LIMIT", 10_000)
+    saved = loading.save_model(compiled, tmp_path / "big.lrp.onnx")
+    assert compiled == before  # the caller's model keeps its weights
+    assert (tmp_path / "big.lrp.onnx.data").stat().st_size > saved.stat().st_size
+    with pytest.raises(onnxlrp.OutputExistsError):
+        loading.save_model(compiled, saved)
+    for source in (saved, compiled):
+        np.testing.assert_array_equal(onnxlrp.RelevanceSession(source).run(batch)["relevance"], expected)
+    assert loading.load_model(saved) == before
+
+    external = tmp_path / "forward.onnx"
+    onnx.save_model(onnx.load(str(lenet[1])), str(external), save_as_external_data=True, location="w.bin")
+    relevance = onnxlrp.RelevanceSession(onnxlrp.compile(external, rule="epsilon")).run(batch)["relevance"]
+    np.testing.assert_array_equal(relevance, expected)
+    (tmp_path / "w.bin").unlink()
+    with pytest.raises(onnxlrp.ModelLoadError, match="external weight data"):
+        onnxlrp.compile(external)
