@@ -234,6 +234,16 @@ def test_average_pool_tiling_windows(kernel, pads, ceil_mode, count_include_pad)
         check_against_reference(model, x, rule, 3)
 
 
+@pytest.mark.parametrize("op_type, routing", [("AveragePool", "Resize"), ("MaxPool", "MaxUnpool")])
+@pytest.mark.parametrize("shape, kernel", [((2, 3, 9), [2]), ((2, 3, 7, 6, 5), [3, 2, 1])])
+def test_tiling_pools_in_1d_and_3d(op_type, routing, shape, kernel):
+    node = pool_node(op_type, kernel, kernel, [0] * 2 * len(kernel), 0)
+    x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+    model = model_of([node], x.shape, {})
+    assert routing in {n.op_type for n in onnxlrp.compile(model, rule="epsilon", start="y").graph.node}
+    check_against_reference(model, x, ("epsilon", 0.1), 0)
+
+
 @pytest.mark.parametrize(
     "op_type, kernel, strides, pads, size, extra",
     [
