@@ -108,14 +108,20 @@ def free_batch_dimension(model: onnx.ModelProto) -> None:
             constants[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
     for node in graph.node:
         target = constants.get(node.input[1]) if node.op_type == "Reshape" and len(node.input) > 1 else None
-        if target is None or any(a.name == "allowzero" and a.i for a in node.attribute):
+        if target is None or target.ndim != 1 or len(target) < 2 or target[0] != batch:
             continue
-        if target.ndim == 1 and len(target) > 1 and target[0] == batch:
-            target = target.copy()
-            target[0] = 0
-            renamed = onnx.numpy_helper.from_array(target, f"{node.input[1]}_dynamic_batch")
-            graph.initializer.append(renamed)
-            node.input[1] = renamed.name
+        if any(a.name == "allowzero" and a.i for a in node.attribute):
+            if np.any(target == 0):
+                continue  # a literal zero-sized dimension: 0 cannot mean "copy" here
+            # without zeros in the target allowzero changes nothing (torch's dynamo exporter sets it)
+            for attribute in list(node.attribute):
+                if attribute.name == "allowzero":
+                    node.attribute.remove(attribute)
+        target = target.copy()
+        target[0] = 0
+        renamed = onnx.numpy_helper.from_array(target, f"{node.input[1]}_dynamic_batch")
+        graph.initializer.append(renamed)
+        node.input[1] = renamed.name
 
 
 def drop_ceil_mode(info: GraphInfo) -> None:

@@ -667,6 +667,62 @@ def global_maxpool_lrp(x, R) -> np.ndarray:
     return (onehot * np.asarray(R, np.float64).reshape(N, C, 1)).reshape(x.shape)
 
 
+def reduce_axes(node: onnx.NodeProto, vals: dict, attrs: dict, ndim: int) -> list[int]:
+    """The axes a ReduceMean/ReduceSum/ReduceMax reduces (input or attribute; none given = all)."""
+    axes = _const_inputs_axes(node, vals, attrs, 0)
+    if not axes:
+        return list(range(ndim))
+    return sorted(a % ndim for a in axes)
+
+
+def _grouped(x: np.ndarray, axes: list[int]) -> np.ndarray:
+    """x as (G, N, K): G = the kept non-batch positions, K = the reduced elements (row-major)."""
+    kept = [a for a in range(1, x.ndim) if a not in axes]
+    moved = np.transpose(x, [*kept, 0, *axes])
+    return moved.reshape(int(np.prod([x.shape[a] for a in kept])), x.shape[0], -1)
+
+
+def _ungrouped(g: np.ndarray, shape: tuple, axes: list[int]) -> np.ndarray:
+    kept = [a for a in range(1, len(shape)) if a not in axes]
+    perm = [*kept, 0, *axes]
+    moved = g.reshape([shape[a] for a in perm])
+    return np.transpose(moved, np.argsort(perm))
+
+
+def reduce_linear_lrp(x, R, axes: list[int], mean: bool, rule) -> np.ndarray:
+    """ReduceMean / ReduceSum over `axes` (batch axis excluded): a linear layer per kept position
+    with weight 1/K (mean) or 1 (sum) on each of its K reduced elements."""
+    rule = normalize_rule(rule)
+    x = np.asarray(x, np.float64)
+    X = _grouped(x, axes)
+    G, N, K = X.shape
+    low, high = _bounds(rule, x.shape)
+    Rg = np.asarray(R, np.float64).reshape(N, -1).T.reshape(G, N, 1)
+    W = np.full((1, K, 1), 1.0 / K if mean else 1.0)
+    Rx = local_lrp(
+        rule,
+        X,
+        W,
+        0.0,
+        Rg,
+        np.ones((1, 1, K)),
+        _grouped(low, axes) if low is not None else None,
+        _grouped(high, axes) if high is not None else None,
+    )
+    return _ungrouped(Rx, x.shape, axes)
+
+
+def reduce_max_lrp(x, R, axes: list[int]) -> np.ndarray:
+    """ReduceMax: each output's relevance goes to the first maximum of its reduced elements."""
+    x = np.asarray(x, np.float64)
+    X = _grouped(x, axes)
+    G, N, K = X.shape
+    first = np.argmax(X, axis=-1)
+    onehot = np.arange(K)[None, None, :] == first[:, :, None]
+    Rg = np.asarray(R, np.float64).reshape(N, -1).T.reshape(G, N, 1)
+    return _ungrouped(onehot * Rg, x.shape, axes)
+
+
 # ---------------------------------------------------------------------------------------------
 # Elementwise affine layers (BatchNormalization, Add/Sub/Mul/Div with a constant) and sums
 # ---------------------------------------------------------------------------------------------
@@ -747,7 +803,7 @@ def sum_lrp(inputs: Sequence[np.ndarray], signs: Sequence[float], R, rule) -> li
 
 CONV_OPS = {"Conv", "ConvTranspose"}
 DENSE_OPS = {"Gemm", "MatMul"}
-AVGPOOL_OPS = {"AveragePool", "GlobalAveragePool"}
+AVGPOOL_OPS = {"AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum"}
 LINEAR_OPS = CONV_OPS | DENSE_OPS | AVGPOOL_OPS
 PASS_OPS = {
     "Relu",
@@ -922,6 +978,11 @@ def forward_node(node: onnx.NodeProto, vals: dict, opset: int) -> list[np.ndarra
     if op == "GlobalMaxPool":
         x = np.asarray(x, np.float64)
         return [x.max(axis=tuple(range(2, x.ndim)), keepdims=True)]
+    if op in ("ReduceMean", "ReduceSum", "ReduceMax"):
+        x = np.asarray(x, np.float64)
+        axes = tuple(reduce_axes(node, vals, at, x.ndim))
+        fn = {"ReduceMean": np.mean, "ReduceSum": np.sum, "ReduceMax": np.max}[op]
+        return [fn(x, axis=axes, keepdims=bool(at.get("keepdims", 1)))]
     if op == "BatchNormalization":
         return [batchnorm_forward(x, inp[1], inp[2], inp[3], inp[4], at.get("epsilon", 1e-5))]
     if op == "Relu":
@@ -1236,6 +1297,11 @@ def reference_lrp(
             add_rel(ins[0], maxpool_lrp(vals[ins[0]], R, **_pool_kwargs(at)))
         elif op == "GlobalMaxPool":
             add_rel(ins[0], global_maxpool_lrp(vals[ins[0]], R))
+        elif op in ("ReduceMean", "ReduceSum"):
+            axes = reduce_axes(n, vals, at, np.ndim(vals[ins[0]]))
+            add_rel(ins[0], reduce_linear_lrp(vals[ins[0]], R, axes, op == "ReduceMean", rule_of(n, ins[0])))
+        elif op == "ReduceMax":
+            add_rel(ins[0], reduce_max_lrp(vals[ins[0]], R, reduce_axes(n, vals, at, np.ndim(vals[ins[0]]))))
         elif op == "BatchNormalization":
             a, c = batchnorm_coefficients(*[vals[i] for i in ins[1:5]], at.get("epsilon", 1e-5), R.ndim)
             add_rel(ins[0], elementwise_affine_lrp(vals[ins[0]], a, c, R, rule_of(n, ins[0])))

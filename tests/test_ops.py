@@ -312,3 +312,38 @@ def test_conv_transpose_written_as_conv(monkeypatch, group):
         x = rng.uniform(-1, 1, (2, 4, 7, 8)).astype(np.float32)
         for rule in (("epsilon", 0.5), ("alphabeta", 2.0, 1.0), ("flat",)):
             check_against_reference(model_of([node], x.shape, inits), x, rule, 0)
+
+
+@st.composite
+def reduce_case(draw):
+    rank = draw(st.integers(2, 4))
+    shape = [2, *[draw(st.integers(1, 4)) for _ in range(rank - 1)]]
+    axes = draw(st.lists(st.integers(1, rank - 1), min_size=1, max_size=rank - 1, unique=True))
+    negative = draw(st.booleans())
+    axes = [a - rank if negative else a for a in axes]
+    return shape, axes, draw(st.integers(0, 1)), draw(st.sampled_from([17, 18])), draw(st.integers(0, 2**16))
+
+
+@EXAMPLES
+@given(case=reduce_case(), op_type=st.sampled_from(["ReduceMean", "ReduceSum", "ReduceMax"]), rule=rules)
+def test_reductions(case, op_type, rule):
+    """ReduceMean/ReduceSum are linear layers, ReduceMax winner-take-all, over any non-batch axes,
+    with and without keepdims, axes as an attribute (opset 17) or an input (opset 18; ReduceSum: 13)."""
+    shape, axes, keepdims, opset, seed = case
+    nodes = []
+    if op_type == "ReduceSum" or opset >= 18:
+        nodes.append(
+            helper.make_node("Constant", [], ["axes"], value=numpy_helper.from_array(np.array(axes)))
+        )
+        nodes.append(helper.make_node(op_type, ["x", "axes"], ["y"], name="reduce", keepdims=keepdims))
+    else:
+        nodes.append(helper.make_node(op_type, ["x"], ["y"], name="reduce", axes=axes, keepdims=keepdims))
+    x = np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+    x.reshape(-1)[:3] = 0.5  # ties for ReduceMax
+    check_against_reference(model_of(nodes, x.shape, {}, opset), x, rule, seed)
+
+
+def test_reduction_over_the_batch_is_refused():
+    node = helper.make_node("ReduceMean", ["x"], ["y"], name="batch_mean", axes=[0, 1], keepdims=1)
+    with pytest.raises(onnxlrp.UnsupportedModelError, match=r"batch_mean.*batch axis"):
+        onnxlrp.compile(model_of([node], (2, 3), {}), start="y")

@@ -145,6 +145,37 @@ def test_no_dead_nodes(name, tmp_path):
         assert not dead, f"{options}: {dead}"
 
 
+@pytest.mark.parametrize("name", ["resnet_bn", "separable", "branches"])
+def test_dynamo_exports_match_reference(name, tmp_path):
+    """torch's dynamo exporter (the default in recent torch) writes opset-18+ graphs with ReduceMean
+    for adaptive average pooling, ReduceMax for a global max and a fixed batch size: compiled relevance
+    equals the reference at batch 3, for epsilon and EpsilonPlus."""
+    pytest.importorskip("onnxscript")
+    module = {
+        "resnet_bn": ResNetLike(bias=True, batchnorm=True),
+        "separable": Separable(),
+        "branches": Branches(),
+    }
+    module = module[name].eval()
+    torch.manual_seed(0)
+    for parameter in module.parameters():
+        nn.init.normal_(parameter, 0, 0.3) if parameter.ndim > 1 else nn.init.uniform_(parameter, -0.3, 0.3)
+    path = tmp_path / f"{name}.onnx"
+    torch.onnx.export(module, (torch.zeros(1, 3, 16, 16),), str(path), dynamo=True, verbose=False)
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 3, 16, 16)).astype(np.float32)
+    for setting in ("epsilon", "epsilon-plus"):
+        got = onnxlrp.RelevanceSession(onnxlrp.compile(path, composite=setting)).run(x)["relevance"]
+        want = np.concatenate(  # the exported graph itself only runs at batch 1
+            [
+                reference.reference_lrp(str(path), x[i : i + 1].astype(np.float64), reference_rules(setting))[
+                    "relevance"
+                ]
+                for i in range(len(x))
+            ]
+        )
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), setting
+
+
 def test_resnet_with_batchnorm_matches_reference(tmp_path):
     module = ResNetLike(bias=True, batchnorm=True)
     torch.manual_seed(1)

@@ -103,4 +103,4 @@ def carried_inputs(spec: OpSpec | None, node: onnx.NodeProto, info: GraphInfo) -
 
 
 # importing the emitter modules fills REGISTRY
-from onnxlrp.ops import elementwise, linear, pooling, structure  # noqa: E402, F401
+from onnxlrp.ops import elementwise, linear, pooling, reductions, structure  # noqa: E402, F401

@@ -80,19 +80,6 @@ def _windows_disjoint(ctx: EmitContext, node: onnx.NodeProto) -> bool:
     )
 
 
-@register("GlobalMaxPool", kind="maxpool", zeros="passed")
-def emit_global_maxpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
-    b = ctx.b
-    x = node.input[0]
-    shape = ctx.info.shape(x)
-    flat = b.op("Reshape", [x, b.const(np.array([0, shape[1], -1], np.int64))])
-    first_max = b.op("ArgMax", [flat], axis=2, keepdims=1)  # the first maximum of each channel
-    rel = b.op("Reshape", [relevance[0], b.const(np.array([0, shape[1], 1], np.int64))])
-    zeros = b.op("Mul", [flat, b.const(np.float32(0))])
-    scattered = b.op("ScatterElements", [zeros, first_max, rel], axis=2)
-    return {0: b.reshape_like(scattered, x)}
-
-
 def _avgpool_weight(node: onnx.NodeProto, x_shape, pads) -> np.ndarray:
     """1/divisor of every output window (count_include_pad and ceil_mode included), measured by
     running the pooling op itself on ones and dividing by the number of in-image taps."""
@@ -188,21 +175,3 @@ def _spread_over_tiles(ctx: EmitContext, s: str, x: str, pooled: str, kernel: li
     if any(uncovered):
         up = b.op("Pad", [up, b.const(np.array([0] * (2 + rank) + [0, 0] + uncovered, np.int64))])
     return up
-
-
-@register("GlobalAveragePool", kind="avgpool")
-def emit_global_avgpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
-    b = ctx.b
-    x = node.input[0]
-    spatial = ctx.info.shape(x)[2:]
-    axes = b.const(np.arange(2, 2 + len(spatial), dtype=np.int64))
-    weight = np.array(1.0 / float(np.prod(spatial)), np.float32)
-
-    def forward(inp: str, w: np.ndarray) -> str:
-        return b.op("Mul", [b.op("ReduceSum", [inp, axes], keepdims=1), b.const(w)])
-
-    def transpose(s: str, w: np.ndarray) -> str:
-        return b.op("Mul", [s, b.const(w)])  # broadcasts over the window; rules multiply by x-shaped terms
-
-    layer = LinearLayer(x, weight, None, forward, transpose, node.output[0], x in ctx.nonnegative)
-    return {0: ctx.propagate(layer, relevance[0])}
