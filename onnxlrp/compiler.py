@@ -106,6 +106,7 @@ def free_batch_dimension(model: onnx.ModelProto) -> None:
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             constants[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
+    rewritten: set[str] = set()
     for node in graph.node:
         target = constants.get(node.input[1]) if node.op_type == "Reshape" and len(node.input) > 1 else None
         if target is None or target.ndim != 1 or len(target) < 2 or target[0] != batch:
@@ -117,11 +118,13 @@ def free_batch_dimension(model: onnx.ModelProto) -> None:
             for attribute in list(node.attribute):
                 if attribute.name == "allowzero":
                     node.attribute.remove(attribute)
-        target = target.copy()
-        target[0] = 0
-        renamed = onnx.numpy_helper.from_array(target, f"{node.input[1]}_dynamic_batch")
-        graph.initializer.append(renamed)
-        node.input[1] = renamed.name
+        name = f"{node.input[1]}_dynamic_batch"
+        if name not in rewritten:  # Reshapes may share one target
+            target = target.copy()
+            target[0] = 0
+            graph.initializer.append(onnx.numpy_helper.from_array(target, name))
+            rewritten.add(name)
+        node.input[1] = name
 
 
 def drop_ceil_mode(info: GraphInfo) -> None:

@@ -991,6 +991,8 @@ def forward_node(node: onnx.NodeProto, vals: dict, opset: int) -> list[np.ndarra
         return [np.where(x >= 0, x, at.get("alpha", 0.01) * x)]
     if op == "Sigmoid":
         return [1 / (1 + np.exp(-x))]
+    if op == "HardSigmoid":
+        return [np.clip(at.get("alpha", 0.2) * x + at.get("beta", 0.5), 0, 1)]
     if op == "Tanh":
         return [np.tanh(x)]
     if op == "Clip":
@@ -1242,6 +1244,15 @@ def reference_lrp(
         rel[start] = np.asarray(start_seed, np.float64).reshape(np.shape(vals[start]))
         _, t = _one_hot_seed(np.asarray(logits, np.float64), target, "onehot")
 
+    producer = {out: node for node in g.node for out in node.output}
+
+    def is_gate(name):
+        """A Sigmoid/HardSigmoid output, possibly reshaped: a multiplicative gate."""
+        node = producer.get(name)
+        while node is not None and node.op_type in ("Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"):
+            node = producer.get(node.input[0])
+        return node is not None and node.op_type in ("Sigmoid", "HardSigmoid")
+
     def add_rel(name, r):
         if not is_act(name):
             return
@@ -1323,6 +1334,9 @@ def reference_lrp(
             r = rule_of(n, ins[0])
             for i, ri in zip(ins, sum_lrp([vals[i] for i in ins], signs, R, r), strict=True):
                 add_rel(i, ri)
+        elif op == "Mul" and len(act_ins) == 2 and [is_gate(t) for t in act_ins].count(True) == 1:
+            signal = next(t for t in act_ins if not is_gate(t))  # x * gate: the signal takes all
+            add_rel(signal, _unbroadcast(R, np.shape(vals[signal])))
         elif op in ("Add", "Sub", "Mul", "Div") and len(act_ins) == 1:
             if constant_arith == "affine":
                 a, c, xi = _affine_const(n, vals, is_act)

@@ -104,6 +104,25 @@ class Upsampling(nn.Module):
         return self.fc(torch.flatten(y, 1))
 
 
+class SqueezeExcite(nn.Module):
+    """A squeeze-and-excitation block (SE-ResNet, MobileNetV3, EfficientNet): x * sigmoid(gate(x))."""
+
+    def __init__(self, hard: bool = False, bias: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=bias)
+        self.squeeze = nn.Linear(8, 4, bias=bias)
+        self.excite = nn.Linear(4, 8, bias=bias)
+        self.gate = nn.Hardsigmoid() if hard else nn.Sigmoid()
+        self.head = nn.Linear(8, 5, bias=bias)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        pooled = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        gate = self.gate(self.excite(torch.relu(self.squeeze(pooled))))
+        x = x * gate.view(-1, 8, 1, 1)
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
 HOMOGENEOUS = {"resnet": ResNetLike, "branches": Branches, "separable": Separable, "upsampling": Upsampling}
 
 
@@ -174,6 +193,41 @@ def test_dynamo_exports_match_reference(name, tmp_path):
             ]
         )
         assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), setting
+
+
+@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_squeeze_excite_gate_gives_the_signal_all_relevance(hard, dynamo, tmp_path):
+    """x * sigmoid(...): the gate branch is treated as a weight (signal-take-all), matching the
+    reference for both torch exporters; without biases LRP-0 then conserves the logit exactly."""
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 3, 16, 16)).astype(np.float32)
+    for bias in (True, False):
+        module = SqueezeExcite(hard=hard, bias=bias)
+        path = tmp_path / f"se_{bias}.onnx"
+        _export(module, path)
+        if dynamo:
+            torch.onnx.export(
+                module.eval(), (torch.zeros(1, 3, 16, 16),), str(path), dynamo=True, verbose=False
+            )
+        if bias:
+            got = onnxlrp.RelevanceSession(onnxlrp.compile(path, composite="epsilon-plus")).run(x)[
+                "relevance"
+            ]
+            want = np.concatenate(
+                [
+                    reference.reference_lrp(
+                        str(path), x[i : i + 1].astype(np.float64), reference_rules("epsilon-plus")
+                    )["relevance"]
+                    for i in range(len(x))
+                ]
+            )
+            assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+        else:
+            out = onnxlrp.RelevanceSession(onnxlrp.compile(path, rule="lrp0")).run(x)
+            logit = out[next(k for k in out if not k.startswith("relevance"))].max(1)
+            np.testing.assert_allclose(out["relevance"].reshape(3, -1).sum(1), logit, rtol=1e-4)
 
 
 def test_resnet_with_batchnorm_matches_reference(tmp_path):

@@ -54,6 +54,9 @@ Emitter = Callable[[EmitContext, onnx.NodeProto, list], dict]
 # A callable(node, info) returns one of these for a given node.
 ZEROS = ("kept", "passed", "rule", "never")
 Zeros = str | Callable[[onnx.NodeProto, GraphInfo], str]
+# The inputs that receive relevance: indices, None for every non-constant input, or a callable(node,
+# info) returning indices or None for a given node.
+DataInputs = tuple[int, ...] | None | Callable[[onnx.NodeProto, GraphInfo], tuple[int, ...] | None]
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class OpSpec:
     op_type: str
     emit: Emitter
     kind: str
-    data_inputs: tuple[int, ...] | None  # None: every input that is not a constant
+    data_inputs: DataInputs  # None: every input that is not a constant
     zeros: Zeros = "never"
 
 
@@ -71,7 +74,7 @@ REGISTRY: dict[str, OpSpec] = {}
 def register(
     *op_types: str,
     kind: str = "passthrough",
-    data_inputs: tuple[int, ...] | None = (0,),
+    data_inputs: DataInputs = (0,),
     zeros: Zeros | None = None,
 ):
     """Register `emit(ctx, node, relevances) -> {input index: relevance name}` for op types.
@@ -95,8 +98,11 @@ def spec_for(op_type: str) -> OpSpec | None:
 
 def carried_inputs(spec: OpSpec | None, node: onnx.NodeProto, info: GraphInfo) -> list[int]:
     """Indices of the node's inputs that receive relevance."""
-    if spec is not None and spec.data_inputs is not None:
-        candidates = [i for i in spec.data_inputs if i < len(node.input)]
+    data_inputs = spec.data_inputs if spec is not None else None
+    if callable(data_inputs):
+        data_inputs = data_inputs(node, info)
+    if data_inputs is not None:
+        candidates = [i for i in data_inputs if i < len(node.input)]
     else:
         candidates = list(range(len(node.input)))
     return [i for i in candidates if node.input[i] and node.input[i] in info.dynamic]

@@ -51,6 +51,28 @@ def emit_passthrough(ctx: EmitContext, node: onnx.NodeProto, relevance: list) ->
     return {0: relevance[0]}
 
 
+GATES = {"Sigmoid", "HardSigmoid"}
+SHAPE_ONLY = {"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Expand"}
+
+
+def _is_gate(name: str, info: GraphInfo) -> bool:
+    """The output of a Sigmoid/HardSigmoid, possibly reshaped (a squeeze-and-excitation gate)."""
+    node = info.producer.get(name)
+    while node is not None and node.op_type in SHAPE_ONLY:
+        node = info.producer.get(node.input[0])
+    return node is not None and node.op_type in GATES
+
+
+def _gated_inputs(node: onnx.NodeProto, info: GraphInfo) -> tuple[int, ...] | None:
+    """x * gate(...) of two activations: only the signal x receives relevance ("signal-take-all",
+    the LRP convention for multiplicative gates, Arras et al. 2017); otherwise every activation."""
+    if node.op_type == "Mul" and all(name in info.dynamic for name in node.input[:2]):
+        gates = [_is_gate(name, info) for name in node.input[:2]]
+        if gates.count(True) == 1:
+            return (gates.index(False),)
+    return None
+
+
 def _arithmetic_zeros(node: onnx.NodeProto, info: GraphInfo) -> str:
     """A sum of activations splits x_k * s ("kept"); x * c and x / c keep zeros, x + c does not."""
     dynamic = carried_inputs(spec_for(node.op_type), node, info)
@@ -59,10 +81,11 @@ def _arithmetic_zeros(node: onnx.NodeProto, info: GraphInfo) -> str:
     return "passed" if node.op_type in ("Mul", "Div") else "never"
 
 
-@register("Mul", "Div", "Add", "Sub", "Sum", kind="merge", data_inputs=None, zeros=_arithmetic_zeros)
+@register("Mul", "Div", "Add", "Sub", "Sum", kind="merge", data_inputs=_gated_inputs, zeros=_arithmetic_zeros)
 def emit_arithmetic(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
-    """With one input from the data path (x op constant): relevance passes to it unchanged; a bias
-    Add fused into the linear layer before it is such a case. With several (residual Add, Sum, Sub):
+    """With one input from the data path (x op constant, or x * a sigmoid gate, whose branch gets no
+    relevance): relevance passes to it unchanged; a bias Add fused into the linear layer before it is
+    such a case. With several (residual Add, Sum, Sub):
     R_k = x_k * R / stab(sum of x_k, eps), eps from the node's epsilon-type rule (see composites),
     each reduced back to its input's broadcast shape."""
     dynamic = carried_inputs(spec_for(node.op_type), node, ctx.info)
@@ -70,11 +93,13 @@ def emit_arithmetic(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> 
         raise UnsupportedModelError(
             f"node '{node.name}' (Div): a constant divided by an activation has no LRP rule"
         )
-    if len(dynamic) == 1:
-        return {dynamic[0]: relevance[0]}
+    out_shape = ctx.info.shape(node.output[0])
+    if len(dynamic) == 1:  # broadcast copies of the input give their relevance back to it
+        return {dynamic[0]: _reduce_to(ctx, relevance[0], ctx.info.shape(node.input[dynamic[0]]), out_shape)}
     if node.op_type not in ("Add", "Sum", "Sub"):
         raise UnsupportedModelError(
-            f"node '{node.name}' ({node.op_type}): a product or quotient of two activations has no LRP rule"
+            f"node '{node.name}' ({node.op_type}): a product or quotient of two activations has no LRP rule "
+            f"(only x * gate, the gate a Sigmoid/HardSigmoid output, is supported: x takes all relevance)"
         )
     b = ctx.b
     terms = [node.input[i] for i in dynamic]
@@ -83,7 +108,6 @@ def emit_arithmetic(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> 
     total = node.output[0]
     stabilized = b.stabilize(total, ctx.rule.epsilon, like=relevance[0], rectified=ctx.rectified.get(total))
     s = b.div(relevance[0], stabilized)
-    out_shape = ctx.info.shape(node.output[0])
     result = {}
     for index, term in zip(dynamic, terms, strict=True):
         share = b.mul(term, s)
