@@ -16,8 +16,9 @@ ModelLike = str | os.PathLike | bytes | onnx.ModelProto
 PROTOBUF_LIMIT = 2**31 - 1  # bytes: larger models keep their weights in a separate file
 
 
-def load_model(model: ModelLike) -> onnx.ModelProto:
-    """Load an ONNX model from a path, bytes or a ModelProto, with an error that says what is wrong."""
+def load_model(model: ModelLike, external_data: bool = True) -> onnx.ModelProto:
+    """Load an ONNX model from a path, bytes or a ModelProto, with an error that says what is wrong.
+    ``external_data=False`` leaves weights stored beside the file unread (a check of the file only)."""
     if isinstance(model, onnx.ModelProto):
         return model
     if isinstance(model, bytes):
@@ -28,7 +29,9 @@ def load_model(model: ModelLike) -> onnx.ModelProto:
     if path.is_dir():
         raise ModelLoadError(f"{path}: is a directory, not an ONNX file")
     proto = _parse(path.read_bytes(), str(path))
-    if _has_external_data(proto):  # weights kept beside the file (models over 2 GB, some exporters)
+    if external_data and _has_external_data(
+        proto
+    ):  # weights kept beside the file (models over 2 GB, some exporters)
         try:
             _load_external_data(proto, str(path.parent))
         except Exception as error:  # OSError, or onnx's ValidationError for a missing/odd location

@@ -37,7 +37,9 @@ class RelevanceSession:
             data = model if isinstance(model, bytes) else model.SerializeToString()
             self.session = ort.InferenceSession(data, options, providers=providers)
         else:  # a path goes straight to onnxruntime: no extra copies of the weights stay in memory
-            load_model(model)  # a clear error for a bad file
+            load_model(
+                model, external_data=False
+            )  # a clear error for a bad file; onnxruntime reads the weights
             self.session = ort.InferenceSession(str(model), options, providers=providers)
         names = {i.name for i in self.session.get_inputs()}
         self.input_name = next(

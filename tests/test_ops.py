@@ -281,6 +281,18 @@ def test_max_pool_routing(kernel, strides, pads, ceil_mode, routing):
     check_against_reference(model, x, ("lrp0",), 7)
 
 
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+def test_max_pool_routing_with_auto_pad(auto_pad):
+    node = helper.make_node(
+        "MaxPool", ["x"], ["y"], name="pool", kernel_shape=[2, 3], strides=[2, 3], auto_pad=auto_pad
+    )
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 3, 7, 8)).astype(np.float32)
+    x[:, :, :4, :4] = 0.5
+    model = model_of([node], x.shape, {})
+    assert "MaxUnpool" in {n.op_type for n in onnxlrp.compile(model, rule="lrp0", start="y").graph.node}
+    check_against_reference(model, x, ("lrp0",), 1)
+
+
 @settings(derandomize=True, database=None, max_examples=10, deadline=None)
 @given(rule=rules, seed=st.integers(0, 2**16))
 def test_global_average_pool(rule, seed):

@@ -52,7 +52,7 @@ def emit_passthrough(ctx: EmitContext, node: onnx.NodeProto, relevance: list) ->
 
 
 GATES = {"Sigmoid", "HardSigmoid"}
-SHAPE_ONLY = {"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Expand"}
+SHAPE_ONLY = {"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"}
 
 
 def _is_gate(name: str, info: GraphInfo) -> bool:

@@ -41,43 +41,21 @@ def emit_maxpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dic
             node.output.append(indices)
         else:
             node.output[1] = indices
-    if _windows_disjoint(ctx, node):  # each input in at most one window: indices are unique
+    kernel = list(ctx.attr(node, "kernel_shape"))
+    # explicit pads, the end pads grown by what a ceil_mode window reaches past x: what MaxUnpool's
+    # size check needs (the indices are positions in x itself)
+    strides, dilations, pads, _ = conv_geometry(ctx, node, node.input[0], node.output[0], kernel)
+    if _windows_disjoint(kernel, strides, dilations):  # each input in at most one window: unique indices
         b = ctx.b
-        window = _window(ctx, node)
-        # MaxUnpool only checks that x's shape holds (out - 1) * stride + kernel - pads: grow the end
-        # pads by what a ceil_mode window reaches past x (indices are positions in x itself)
-        rank = len(window["kernel_shape"])
-        in_spatial, out_spatial = ctx.info.shape(node.input[0])[2:], ctx.info.shape(node.output[0])[2:]
-        for i, (k, s) in enumerate(zip(window["kernel_shape"], window["strides"], strict=True)):
-            reach = (out_spatial[i] - 1) * s + k - window["pads"][i]
-            window["pads"][rank + i] = max(window["pads"][rank + i], reach - in_spatial[i])
-        routed = b.op("MaxUnpool", [relevance[0], node.output[1], b.op("Shape", [node.input[0]])], **window)
-        return {0: routed}
+        inputs = [relevance[0], node.output[1], b.op("Shape", [node.input[0]])]
+        return {0: b.op("MaxUnpool", inputs, kernel_shape=kernel, strides=strides, pads=pads)}
     return {0: _scatter_back(ctx, node.input[0], relevance[0], node.output[1])}
 
 
-def _window(ctx: EmitContext, node: onnx.NodeProto) -> dict:
-    kernel = list(ctx.attr(node, "kernel_shape"))
-    rank = len(kernel)
-    return {
-        "kernel_shape": kernel,
-        "strides": list(ctx.attr(node, "strides", [1] * rank)),
-        "pads": list(ctx.attr(node, "pads", [0] * 2 * rank)),
-    }
-
-
-def _windows_disjoint(ctx: EmitContext, node: onnx.NodeProto) -> bool:
+def _windows_disjoint(kernel: list, strides: list, dilations: list) -> bool:
     """No input element lies in two windows: then MaxUnpool routes the relevance (several times
     faster in onnxruntime than ScatterElements with reduction="add", which overlapping windows need)."""
-    window = _window(ctx, node)
-    dilations = list(ctx.attr(node, "dilations", [1] * len(window["kernel_shape"])))
-    auto_pad = ctx.attr(node, "auto_pad", b"NOTSET")
-    if (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) not in ("NOTSET", ""):
-        return False
-    return all(
-        k == 1 or (d == 1 and s >= k)
-        for k, s, d in zip(window["kernel_shape"], window["strides"], dilations, strict=True)
-    )
+    return all(k == 1 or (d == 1 and s >= k) for k, s, d in zip(kernel, strides, dilations, strict=True))
 
 
 def _avgpool_weight(node: onnx.NodeProto, x_shape, pads) -> np.ndarray:
@@ -124,13 +102,12 @@ def emit_avgpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dic
     kernel = list(ctx.attr(node, "kernel_shape"))
     ones = np.ones((channels, 1, *kernel), np.float32)
     window_sum, window_sum_t = conv_maps(ctx, node, x, node.output[0], kernel, group=channels)
-    pads = conv_geometry(ctx, node, x, node.output[0], kernel)[2]
+    strides, dilations, pads, _ = conv_geometry(ctx, node, x, node.output[0], kernel)
     divisor_map = _avgpool_weight(node, ctx.info.shape(x), pads)
+    tiling = strides == kernel and all(d == 1 for d in dilations)  # the windows tile the padded input
 
     def forward(inp: str, w: np.ndarray) -> str:
         return b.op("Mul", [window_sum(inp, ones), b.const(w, "pool_w")])
-
-    tiling = _tiling_windows(ctx, node, kernel)
 
     def transpose(s: str, w: np.ndarray) -> str:
         scaled = b.op("Mul", [s, b.const(w, "pool_w")])
@@ -140,13 +117,6 @@ def emit_avgpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dic
 
     layer = LinearLayer(x, divisor_map, None, forward, transpose, node.output[0], x in ctx.nonnegative)
     return {0: ctx.propagate(layer, relevance[0])}
-
-
-def _tiling_windows(ctx: EmitContext, node: onnx.NodeProto, kernel: list) -> bool:
-    """stride == kernel, no dilation: the windows tile the (padded) input."""
-    strides = list(ctx.attr(node, "strides", [1] * len(kernel)))
-    dilations = list(ctx.attr(node, "dilations", [1] * len(kernel)))
-    return strides == kernel and all(d == 1 for d in dilations)
 
 
 def _spread_over_tiles(ctx: EmitContext, s: str, x: str, pooled: str, kernel: list, pads: list) -> str:
