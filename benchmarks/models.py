@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.zennit_compat import Bottleneck as BottleneckBase  # noqa: E402  (torchvision stub)
-from converters.zoo_models import CifarPaperNet, MnistLeNet5  # noqa: E402
+from zoo.training.zoo_models import CifarPaperNet, MnistLeNet5  # noqa: E402
 
 CASES = ("lenet", "cifar-paper", "resnet9", "resnet50")
 INPUT_SHAPES = {
@@ -221,7 +221,7 @@ def _fresh(name: str, seed: int) -> nn.Module:
 
 
 def _export(model: nn.Module, shape, path: Path) -> None:
-    from converters.pytorch import export_module
+    from onnxlrp.converters.pytorch import export_module
 
     export_module(model, torch.zeros((1, *shape)), path, verbose=False)
 

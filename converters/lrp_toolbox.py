@@ -97,6 +97,12 @@ class ToolboxLayer:
     line: int = 0
     extra: dict = field(default_factory=dict)
 
+    def weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """W and B as float32 (Linear and Convolution layers)."""
+        if self.W is None or self.B is None:
+            raise ToolboxFormatError(f"line {self.line}: the {self.kind} layer has no weights")
+        return self.W.astype(np.float32), self.B.astype(np.float32)
+
 
 # ----------------------------------------------------------------------------------------------------
 # parsing
@@ -376,15 +382,17 @@ def toolbox_to_onnx(
         if kind == "Linear":
             to_flat()
             name = fresh("linear")
-            w = init(f"{name}.W", layer.W.astype(np.float32))
-            b = init(f"{name}.B", layer.B.astype(np.float32))
+            W, B = layer.weights()
+            w = init(f"{name}.W", W)
+            b = init(f"{name}.B", B)
             nodes.append(helper.make_node("Gemm", [cur, w, b], [name], name=name))
             cur = name
         elif kind == "Convolution":
             h, wd, _, _, s0, s1 = p
             name = fresh("conv")
-            w = init(f"{name}.W", np.transpose(layer.W, (3, 2, 0, 1)).astype(np.float32))
-            b = init(f"{name}.B", layer.B.astype(np.float32))
+            W, B = layer.weights()
+            w = init(f"{name}.W", np.transpose(W, (3, 2, 0, 1)))
+            b = init(f"{name}.B", B)
             nodes.append(
                 helper.make_node(
                     "Conv",
@@ -459,7 +467,7 @@ def toolbox_to_onnx(
         nodes[-1].output[0] = "logits"  # the last node writes the output directly (no Identity)
     else:
         nodes.append(helper.make_node("Identity", [cur], ["logits"], name="logits"))
-    out_dims = ["N", *shape]
+    out_dims: list[str | int] = ["N", *shape]
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, out_dims)]
     if softmax_at:
         nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=-1))

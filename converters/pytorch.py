@@ -29,7 +29,7 @@ def strip_identity(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     graph = model.graph
     outputs = {o.name for o in graph.output}
-    rename = {}
+    rename: dict[str, str] = {}
     keep = []
     for node in graph.node:
         if node.op_type == "Identity" and node.output[0] not in outputs:

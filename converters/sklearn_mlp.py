@@ -21,6 +21,8 @@ estimator is read through its fitted attributes).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -33,6 +35,12 @@ IR_VERSION = 10
 OPSET = 17
 
 _ACTIVATIONS = {"relu": "Relu", "tanh": "Tanh", "logistic": "Sigmoid", "identity": None}
+_NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "relu": lambda v: np.maximum(v, 0),
+    "tanh": np.tanh,
+    "logistic": lambda v: 1 / (1 + np.exp(-v)),
+    "identity": lambda v: v,
+}
 
 
 def _check_estimator(estimator) -> tuple[list[np.ndarray], list[np.ndarray], str, str, bool]:
@@ -60,12 +68,7 @@ def numpy_forward(estimator, X: np.ndarray) -> np.ndarray:
     for k, (w, b) in enumerate(zip(coefs, intercepts, strict=True)):
         h = h @ w + b
         if k < len(coefs) - 1:
-            h = {
-                "relu": lambda v: np.maximum(v, 0),
-                "tanh": np.tanh,
-                "logistic": lambda v: 1 / (1 + np.exp(-v)),
-                "identity": lambda v: v,
-            }[activation](h)
+            h = _NUMPY_ACTIVATIONS[activation](h)
     return h
 
 
@@ -93,9 +96,10 @@ def mlp_to_onnx(estimator, dense: str = "gemm", graph_name: str | None = None) -
             nodes.append(helper.make_node("MatMul", [cur, wname], [mm], name=mm))
             nodes.append(helper.make_node("Add", [mm, bname], [out], name=f"dense_{k}_bias"))
         cur = out
-        if not last and _ACTIVATIONS[activation]:
+        op = _ACTIVATIONS[activation]
+        if not last and op:
             act = f"{activation}_{k}"
-            nodes.append(helper.make_node(_ACTIVATIONS[activation], [cur], [act], name=act))
+            nodes.append(helper.make_node(op, [cur], [act], name=act))
             cur = act
 
     n_out = coefs[-1].shape[1]

@@ -8,7 +8,7 @@ import onnx
 import torch
 from torch import nn
 
-from converters.pytorch import export_module
+from onnxlrp.converters.pytorch import export_module
 
 
 def paper_mnist(bias: bool = True) -> nn.Module:

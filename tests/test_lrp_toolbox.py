@@ -1,4 +1,4 @@
-"""The LRP toolbox importer (converters/lrp_toolbox.py, `onnxlrp convert lrp-toolbox`).
+"""The LRP toolbox importer (onnxlrp.converters.lrp_toolbox, `onnxlrp convert lrp-toolbox`).
 
 The oracle is tests/toolbox_reference.py, an independent numpy implementation of the toolbox's
 forward pass and LRP rules (NHWC, loops over windows, float64).
@@ -13,16 +13,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import toolbox_reference as ref
+
+from onnxlrp.converters import lrp_toolbox as lt
+from onnxlrp.errors import OnnxLrpError, OutputExistsError
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # converters/ lives beside the package, not inside it
-    sys.path.insert(0, str(ROOT))
-
-import toolbox_reference as ref  # noqa: E402
-
-from converters import lrp_toolbox as lt  # noqa: E402
-from onnxlrp.errors import OnnxLrpError, OutputExistsError  # noqa: E402
-
 DATA = ROOT / "tests" / "data" / "toolbox"
 # name -> --input-shape (None: inferred)
 MODELS = {"mlp": None, "cnn": None, "cnn_strided": (11, 9, 1), "allconv": None, "xor_legacy": None}
@@ -400,8 +396,7 @@ def test_converter_does_not_import_torch():
     import subprocess
 
     code = (
-        f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
-        "import converters.lrp_toolbox, onnxlrp.cli.convert_cmd; "
+        "import sys, onnxlrp.converters.lrp_toolbox, onnxlrp.cli.convert_cmd; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

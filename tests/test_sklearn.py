@@ -1,27 +1,21 @@
-"""scikit-learn MLPs -> ONNX (converters/sklearn_mlp.py) -> explained end to end with onnxlrp."""
+"""scikit-learn MLPs -> ONNX (onnxlrp.converters.sklearn_mlp) -> explained end to end with onnxlrp."""
 
 from __future__ import annotations
 
 import functools
 import pickle
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # converters/ lives beside the package, not inside it
-    sys.path.insert(0, str(ROOT))
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.datasets import load_digits, make_classification  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.neural_network import MLPClassifier, MLPRegressor  # noqa: E402
 
-from converters import sklearn_mlp  # noqa: E402
+from onnxlrp.converters import sklearn_mlp  # noqa: E402
 from onnxlrp.errors import OnnxLrpError  # noqa: E402
 
 

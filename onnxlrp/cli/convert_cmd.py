@@ -2,7 +2,7 @@
 
     onnxlrp convert lrp-toolbox MODEL.txt -o MODEL.onnx [--input-shape H W D] [--force]
 
-Formats: ``lrp-toolbox`` (the LRP toolbox's plain-text model format, see converters/lrp_toolbox.py).
+Formats: ``lrp-toolbox`` (the LRP toolbox's plain-text model format, see onnxlrp.converters.lrp_toolbox).
 The output is written atomically (temporary file + rename) and never overwrites an existing file
 unless ``--force`` is given. numpy and onnx only: no torch.
 """
@@ -11,32 +11,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
-import sys
 from pathlib import Path
+from types import ModuleType
 
 from onnxlrp.errors import ModelLoadError
 
 FORMATS = {"lrp-toolbox": "lrp_toolbox"}
 
 
-def _converter(module: str):
-    """Import converters.<module>; from a source checkout, fall back to the file beside the package."""
-    try:
-        return importlib.import_module(f"converters.{module}")
-    except ImportError:
-        pass
-    path = Path(__file__).resolve().parents[2] / "converters" / f"{module}.py"
-    if not path.is_file():
-        raise ModelLoadError(f"the {module} converter is not installed (looked for {path})")
-    name = f"onnxlrp_converters_{module}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+def _converter(module: str) -> ModuleType:
+    """Import onnxlrp.converters.<module> (imported on demand: a converter may need extra packages)."""
+    return importlib.import_module(f"onnxlrp.converters.{module}")
 
 
 def register(subparsers) -> None:

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Train the MNIST zoo models on the CPU and build the zoo (ONNX files, manifest, sample images).
 
-    python converters/train_zoo.py mnist       [--data DIR] [--out out/mnist]   # mnist-lenet5
-    python converters/train_zoo.py mnist-weak  [--data DIR] [--out out/mnist]   # mnist-lenet5-weak
-    python converters/train_zoo.py build       [--data DIR] [--weights out] [--zoo zoo]
+    python zoo/training/train_zoo.py mnist       [--data DIR] [--out out/mnist]   # mnist-lenet5
+    python zoo/training/train_zoo.py mnist-weak  [--data DIR] [--out out/mnist]   # mnist-lenet5-weak
+    python zoo/training/train_zoo.py build       [--data DIR] [--weights out] [--zoo zoo]
 
-The CIFAR-10 models are trained on a GPU by ``converters/gpu_train_cifar.py`` (weights under
+The CIFAR-10 models are trained on a GPU by ``zoo/training/gpu_train_cifar.py`` (weights under
 ``out/cifar``); ``build`` exports all four models to ONNX, measures their test accuracy with
 onnxruntime on the full test sets, writes the sample PNGs and ``zoo/manifest.json``.
 
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-from converters.zoo_models import (  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # the repository root: zoo.training is a folder
+from zoo.training.zoo_models import (  # noqa: E402
     CIFAR10_CLASSES,
     MNIST_CLASSES,
     build,
@@ -146,7 +146,7 @@ def train_mnist(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / "mnist-lenet5.pt")
     info = {
-        "command": "python converters/train_zoo.py mnist " + " ".join(sys.argv[2:]),
+        "command": "python zoo/training/train_zoo.py mnist " + " ".join(sys.argv[2:]),
         "seed": SEED,
         "epochs": args.epochs,
         "wall_s": wall,
@@ -207,7 +207,7 @@ def train_mnist_weak(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / "mnist-lenet5-weak.pt")
     info = {
-        "command": "python converters/train_zoo.py mnist-weak " + " ".join(sys.argv[2:]),
+        "command": "python zoo/training/train_zoo.py mnist-weak " + " ".join(sys.argv[2:]),
         "seed": SEED,
         "epochs": step * args.batch / len(y),
         "steps": step,
@@ -294,7 +294,7 @@ def load_weights(name: str, weights: Path) -> dict:
     if name.startswith("mnist"):
         path = weights / "mnist" / f"{name}.pt"
         if not path.is_file():
-            sys.exit(f"error: {path} missing: train it with `python converters/train_zoo.py {name[6:]}`")
+            sys.exit(f"error: {path} missing: train it with `python zoo/training/train_zoo.py {name[6:]}`")
         return torch.load(path, map_location="cpu")
     folder = weights / "cifar"
     whole = folder / f"{name}.pt"
@@ -302,7 +302,7 @@ def load_weights(name: str, weights: Path) -> dict:
     if whole.is_file():
         return torch.load(whole, map_location="cpu")
     if not parts:
-        sys.exit(f"error: no weights for {name} in {folder}: run converters/gpu_train_cifar.py")
+        sys.exit(f"error: no weights for {name} in {folder}: run zoo/training/gpu_train_cifar.py")
     state = {}
     for part in parts:
         state.update(torch.load(part, map_location="cpu"))
@@ -317,18 +317,18 @@ def training_info(name: str, weights: Path) -> dict:
         for key in ("steps", "stopping_rule", "val_accuracy"):
             if key in info:
                 out[key] = info[key]
-        out["script"] = "converters/train_zoo.py"
+        out["script"] = "zoo/training/train_zoo.py"
         return out
     log_data = json.loads((weights / "cifar" / "cifar_train_log.json").read_text())
     info = log_data["models"][name]
     hyper = info["hyper"]
     command = (
-        "PYTHONUNBUFFERED=1 python3 converters/gpu_train_cifar.py --data .gpudata/cifar10_jpeg.npz "
+        "PYTHONUNBUFFERED=1 python3 zoo/training/gpu_train_cifar.py --data .gpudata/cifar10_jpeg.npz "
         "--out $OUT --workers 16 --paper-seconds 100 --resnet-seconds 200  (both CIFAR models, one process)"
     )
     out = {
         "command": command,
-        "script": "converters/gpu_train_cifar.py",
+        "script": "zoo/training/gpu_train_cifar.py",
         "seed": log_data["seed"],
         "epochs": round(info["epochs_fractional"], 3),
         "steps": info["steps"],
@@ -384,7 +384,7 @@ def build_zoo(args) -> int:
     """Export every model to ONNX, measure it with onnxruntime, write samples and the manifest."""
     from PIL import Image
 
-    from converters.pytorch import export_module
+    from onnxlrp.converters.pytorch import export_module
 
     zoo = Path(args.zoo)
     weights = Path(args.weights)
@@ -532,9 +532,9 @@ def build_zoo(args) -> int:
         "description": (
             "onnxlrp model zoo: ONNX classifiers for LRP experiments. Every model takes float32 NCHW "
             "images in [-1, 1] (input 'input', dynamic batch) and returns logits (output 'logits'). "
-            "Weights trained by converters/train_zoo.py (MNIST, CPU) and converters/gpu_train_cifar.py "
+            "Weights trained by zoo/training/train_zoo.py (MNIST, CPU) and zoo/training/gpu_train_cifar.py "
             "(CIFAR-10, GPU); ONNX files, accuracies and samples written by "
-            "`python converters/train_zoo.py build`."
+            "`python zoo/training/train_zoo.py build`."
         ),
         "datasets": {
             "mnist": "mnist.npz (the project's ../shared/datasets copy; test split = original t10k files)",

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Train the two CIFAR-10 zoo models (cifar10-paper and cifar10-resnet) in one process on one GPU.
 
-    PYTHONUNBUFFERED=1 python3 converters/gpu_train_cifar.py --data .gpudata/cifar10_jpeg.npz --out OUT
+    PYTHONUNBUFFERED=1 python3 zoo/training/gpu_train_cifar.py --data .gpudata/cifar10_jpeg.npz --out OUT
 
 Writes state dicts (``.pt``, each part < 16 MiB) and ``cifar_train_log.json`` to ``--out``;
-``converters/train_zoo.py export-cifar`` turns them into ONNX files on the CPU machine.
+``zoo/training/train_zoo.py export-cifar`` turns them into ONNX files on the CPU machine.
 
 - JPEGs are decoded with Pillow in a process pool; all images stay on the GPU as uint8 tensors;
   random crop (reflect pad 4) + horizontal flip are done on the GPU; bf16 autocast, channels_last.
@@ -33,8 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from converters.zoo_models import CifarPaperNet, CifarResNet9
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: zoo.training is a folder
+from zoo.training.zoo_models import CifarPaperNet, CifarResNet9
 
 T0 = time.time()
 PART_BYTES = 15 * 2**20
@@ -314,7 +314,7 @@ def train_resnet(train: GpuImages, test: GpuImages, args, device, amp: bool) -> 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default_data = Path(__file__).resolve().parents[2] / "shared/datasets/cifar10_jpeg.npz"
+    default_data = Path(__file__).resolve().parents[3] / "shared/datasets/cifar10_jpeg.npz"
     parser.add_argument("--data", default=str(default_data))
     parser.add_argument("--out", default="out/cifar")
     parser.add_argument("--seed", type=int, default=0)
