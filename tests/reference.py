@@ -1,6 +1,6 @@
 """Independent, slow, obvious reference implementation of LRP on ONNX graphs.
 
-Written from the formulas in docs/CONVENTIONS.md; it imports nothing from the onnxlrp package.
+Written from the formulas in the README (section "Rules"); it imports nothing from the onnxlrp package.
 Every linear layer is reduced to small local problems "outputs j of one window / one position
 from the inputs i of that window" with contributions z_ij = x_i w_ij, and each local problem is
 solved with the rule's formula:
@@ -1382,7 +1382,7 @@ _AFFINE_OPS = {"BatchNormalization", "Add", "Sub", "Mul", "Div", "Sum"}
 def composite_rule_for_node(
     name: str, epsilon: float | None = None, low=-1.0, high=1.0
 ) -> Callable[[onnx.NodeProto, bool], tuple]:
-    """rule_for_node for the composites of docs/CONVENTIONS.md.
+    """rule_for_node for the composites of the README (section "Rules").
 
     conv = Conv/ConvTranspose, dense = Gemm/MatMul, avgpool = AveragePool/GlobalAveragePool.
     The first-layer rule (flat, zbox) applies to conv and dense first layers.

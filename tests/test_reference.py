@@ -287,7 +287,7 @@ def _torch_T(f, A, xshape, s):
 
 
 def torch_rule(rule, x, W, b, R, f, low=None, high=None):
-    """docs/CONVENTIONS.md formulas, written with whole-layer maps f(x, W) instead of windows."""
+    """The README's rule formulas, written with whole-layer maps f(x, W) instead of windows."""
     rule = ref.normalize_rule(rule)
     x, W, b, R = (torch.as_tensor(np.asarray(t, np.float64)) for t in (x, W, b, R))
     Wp, Wn = W.clamp(min=0), W.clamp(max=0)
