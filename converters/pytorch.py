@@ -2,7 +2,7 @@
 
 Usage::
 
-    from converters.pytorch import export_module
+    from onnxlrp.converters.pytorch import export_module
     diff = export_module(model, torch.zeros(1, 3, 32, 32), "model.onnx")
 
 The module is put in eval mode (Dropout disappears, BatchNorm is folded into the preceding Conv by
