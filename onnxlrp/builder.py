@@ -69,6 +69,21 @@ class GraphBuilder:
                 self._taken.add(name)
                 return name
 
+    def forward_output(self, node: onnx.NodeProto, index: int, hint: str) -> str:
+        """Output ``index`` of the forward node ``node``, which gets it (a fresh name) when it leaves
+        that optional output out (MaxPool's Indices): the one way the relevance graph changes a
+        forward node."""
+        if len(node.output) > index and node.output[index]:
+            return node.output[index]
+        name = self.fresh(hint)
+        while len(node.output) < index:
+            node.output.append("")
+        if len(node.output) == index:
+            node.output.append(name)
+        else:
+            node.output[index] = name
+        return name
+
     def op(self, op_type: str, inputs: list[str], hint: str | None = None, n_out: int = 1, **attrs) -> str:
         """Add one node; returns its (first) output name."""
         return self.op_multi(op_type, inputs, hint=hint, n_out=n_out, **attrs)[0]

@@ -1,26 +1,36 @@
-"""Composites: which rule each linear layer gets.
+"""Composites: which rule each rule-taking node gets.
 
 Layer kinds come from the op registry: "conv" (Conv, ConvTranspose), "dense" (Gemm, MatMul),
-"avgpool" (AveragePool, GlobalAveragePool), "affine" (a BatchNormalization that was not folded) and
-"sum" (Add/Sum/Sub of several activations, e.g. residual connections).
+"avgpool" (AveragePool, GlobalAveragePool, ReduceMean, ReduceSum), "affine" (a BatchNormalization
+that was not folded) take a linear-layer rule; "sum" (Add/Sum/Sub of several activations, e.g.
+residual connections) takes a rule for sums (see rules.SumRule; an epsilon-type rule stands for Norm
+with its epsilon).
 Precedence: rules_by_name > rules_by_type > first_rule (first layers) > rule or composite.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
+from onnxlrp.ops import LINEAR_KINDS, RULE_PROTOCOLS, SUM_KIND, rule_taking_ops, spec_for
+from onnxlrp.options import CompileOptions
 from onnxlrp.rules import (
     DEFAULT_STABILIZER,
     AlphaBeta,
     Epsilon,
     Flat,
     Gamma,
+    Norm,
     Rule,
+    SumRule,
     ZBox,
     ZPlus,
     make_rule,
+    sum_rule,
 )
+
+AnyRule = Rule | SumRule
 
 COMPOSITES = ("epsilon", "epsilon-plus", "epsilon-alpha2-beta1", "epsilon-plus-flat", "epsilon-gamma-box")
 
@@ -30,68 +40,99 @@ def composite_rules(
     *,
     epsilon: float | None = None,
     gamma: float | None = None,
-    low=None,
-    high=None,
+    low: Any = None,
+    high: Any = None,
     stabilizer: float | None = None,
-) -> tuple[dict[str, Rule], Rule | None]:
+) -> tuple[dict[str, AnyRule], Rule | None]:
     """(rule per layer kind, rule for the first layer or None) of a named composite."""
     key = name.lower().replace("_", "-")
     stab = DEFAULT_STABILIZER if stabilizer is None else stabilizer
     if key == "epsilon":
         rule = Epsilon(1.0 if epsilon is None else epsilon)
-        return {"conv": rule, "dense": rule, "avgpool": rule, "affine": rule, "sum": rule}, None
+        return {**dict.fromkeys(LINEAR_KINDS, rule), SUM_KIND: Norm(rule.epsilon)}, None
     if key not in COMPOSITES:
         raise ValueError(f"unknown composite '{name}'; known: {', '.join(COMPOSITES)}")
     dense = Epsilon(1e-6 if epsilon is None else epsilon)
     norm = Epsilon(stab)  # zennit's Norm rule for pooling and free-standing affine layers
-    conv = {
+    conv: Rule = {
         "epsilon-plus": ZPlus(stab),
         "epsilon-plus-flat": ZPlus(stab),
         "epsilon-alpha2-beta1": AlphaBeta(2.0, 1.0, stab),
         "epsilon-gamma-box": Gamma(0.25 if gamma is None else gamma, stab),
     }[key]
-    first = {
+    first: Rule | None = {
         "epsilon-plus-flat": Flat(stab),
         "epsilon-gamma-box": ZBox(-1.0 if low is None else low, 1.0 if high is None else high, stab),
     }.get(key)
-    return {"conv": conv, "dense": dense, "avgpool": norm, "affine": norm, "sum": norm}, first
+    return {"conv": conv, "dense": dense, "avgpool": norm, "affine": norm, SUM_KIND: Norm(stab)}, first
+
+
+def for_kind(rule: AnyRule, kind: str, what: str) -> AnyRule:
+    """``rule`` as the rule protocol of a node kind takes it; a one-line error when it has no meaning
+    there (``what`` names the node or op type)."""
+    if RULE_PROTOCOLS[kind] is SumRule:
+        as_sum = sum_rule(rule)
+        if as_sum is None:
+            raise ValueError(
+                f"{what} is a sum of activations: it takes epsilon, lrp0 or a rules.SumRule such as Norm, "
+                f"not {rule.name} (a sum has no weights for a linear-layer rule to modify)"
+            )
+        return as_sum
+    if not isinstance(rule, Rule):
+        raise ValueError(f"{what} is a linear layer: it takes a linear-layer rule, not {rule.name}")
+    return rule
+
+
+def _rule(spec: str | AnyRule, params: Mapping[str, Any]) -> AnyRule:
+    return spec if isinstance(spec, SumRule) else make_rule(spec, **params)
+
+
+def type_rules(rules_by_type: Mapping[str, str | AnyRule], params: Mapping[str, Any]) -> dict[str, AnyRule]:
+    """Each op type's rule, checked: the op type must take a rule, of the protocol its kind takes."""
+    takers = rule_taking_ops()
+    checked = {}
+    for op_type, spec in rules_by_type.items():
+        if op_type not in takers:
+            reason = "takes no rule" if spec_for(op_type) is not None else "is not an op type onnxlrp knows"
+            raise ValueError(
+                f"rules_by_type: '{op_type}' {reason}; op types that take a rule: {', '.join(takers)}"
+            )
+        checked[op_type] = for_kind(_rule(spec, params), takers[op_type], f"op type {op_type}")
+    return checked
 
 
 def assign_rules(
-    layers: Mapping[str, tuple[str, str]],
-    first_layers: set[str],
-    *,
-    rule: str | Rule | None = None,
-    composite: str | None = None,
-    first_rule: str | Rule | None = None,
-    rules_by_type: Mapping[str, str | Rule] | None = None,
-    rules_by_name: Mapping[str, str | Rule] | None = None,
-    **params,
-) -> dict[str, Rule]:
-    """Map every linear layer (node name -> (op type, kind)) to its rule."""
+    layers: Mapping[str, tuple[str, str]], first_layers: set[str], options: CompileOptions
+) -> dict[str, AnyRule]:
+    """Map every rule-taking node (node name -> (op type, kind)) to its rule."""
+    rule, composite = options.rule, options.composite
+    params = options.rule_params()
     if rule is not None and composite is not None:
         raise ValueError("give either a rule or a composite, not both")
+    by_kind: dict[str, AnyRule]
     if rule is not None:
         single = make_rule(rule, **params)
-        by_kind, first = dict.fromkeys(("conv", "dense", "avgpool", "affine"), single), None
-        # a sum of activations has no weights: epsilon-type rules apply as they are, others as Norm
-        stab = DEFAULT_STABILIZER if params.get("stabilizer") is None else params["stabilizer"]
-        by_kind["sum"] = single if isinstance(single, Epsilon) else Epsilon(stab)
+        by_kind, first = dict.fromkeys(LINEAR_KINDS, single), None
+        # a sum of activations has no weights: epsilon-type rules apply as Norm, others fall back to Norm
+        stab = DEFAULT_STABILIZER if options.stabilizer is None else options.stabilizer
+        by_kind[SUM_KIND] = sum_rule(single) or Norm(stab)
     else:
-        composite_params = {k: params.get(k) for k in ("epsilon", "gamma", "low", "high", "stabilizer")}
+        composite_params = {k: params[k] for k in ("epsilon", "gamma", "low", "high", "stabilizer")}
         by_kind, first = composite_rules(composite or "epsilon", **composite_params)
-    if first_rule is not None:
-        first = make_rule(first_rule, **params)
-    by_type = {k: make_rule(v, **params) for k, v in (rules_by_type or {}).items()}
-    by_name = {k: make_rule(v, **params) for k, v in (rules_by_name or {}).items()}
+    if options.first_rule is not None:
+        first = make_rule(options.first_rule, **params)
+    by_type = type_rules(options.rules_by_type or {}, params)
+    by_name = {k: _rule(v, params) for k, v in (options.rules_by_name or {}).items()}
     unknown = set(by_name) - set(layers)
     if unknown:
-        raise ValueError(f"rules_by_name names no linear layer: {', '.join(sorted(unknown))}")
+        raise ValueError(f"rules_by_name names no node that takes a rule: {', '.join(sorted(unknown))}")
     assigned = {}
     for name, (op_type, kind) in layers.items():
         chosen = by_kind[kind]
         if first is not None and name in first_layers and kind in ("conv", "dense"):
             chosen = first
         chosen = by_type.get(op_type, chosen)
-        assigned[name] = by_name.get(name, chosen)
+        if name in by_name:
+            chosen = for_kind(by_name[name], kind, f"node '{name}' ({op_type})")
+        assigned[name] = chosen
     return assigned

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
-from onnxlrp.compiler import canonicalize, explained_tensor, first_layers, relevance_path, rule_takers
-from onnxlrp.composites import assign_rules
-from onnxlrp.graph import analyse
-from onnxlrp.loading import ModelLike, load_model
-from onnxlrp.ops import spec_for
+from onnxlrp.loading import ModelLike
+from onnxlrp.ops import SUM_KIND, spec_for
+from onnxlrp.options import CompileOptions
+from onnxlrp.plan import make_plan
 
 
 @dataclass
 class NodeReport:
     name: str
     op_type: str
-    input_shapes: list[tuple]
-    output_shapes: list[tuple]
+    input_shapes: list[tuple[int, ...] | None]
+    output_shapes: list[tuple[int, ...] | None]
     outputs: list[str]
     rule: str
     supported: bool
@@ -24,14 +25,20 @@ class NodeReport:
 
 
 def inspect_model(
-    model: ModelLike, start: str | None = None, output: str | None = None, **rule_options
+    model: ModelLike,
+    start: str | None = None,
+    output: str | None = None,
+    *,
+    options: CompileOptions | None = None,
+    **settings: Any,
 ) -> list[NodeReport]:
-    """One report per node, in graph order. Nodes off the relevance path need no support."""
-    info = analyse(canonicalize(load_model(model)))
-    path, _ = relevance_path(info, start or explained_tensor(info, output))
-    on_path = {node.name for node in path}
-    layers = rule_takers(info, path)
-    rules = assign_rules(layers, first_layers(info), **rule_options)
+    """One report per node of the compile plan's canonical model, in graph order. Nodes off the
+    relevance path need no support. Settings as for `onnxlrp.compile`."""
+    given = {"start": start, "output": output}
+    settings.update({key: value for key, value in given.items() if value is not None})
+    options = dataclasses.replace(options or CompileOptions(), **settings)
+    plan = make_plan(model, options, allow_unsupported=True)
+    info, rules, on_path = plan.info, plan.rules, plan.on_path()
     reports = []
     for node in info.nodes:
         spec = spec_for(node.op_type)
@@ -40,9 +47,11 @@ def inspect_model(
         elif node.name not in on_path:
             rule = "-"
         else:
-            rule = {"maxpool": "winner-take-all", "merge": "split by contribution"}.get(
-                spec.kind if spec else "", "pass-through" if spec else "?"
-            )
+            rule = {
+                "maxpool": "winner-take-all",
+                "merge": "split by contribution",
+                SUM_KIND: "split by contribution",
+            }.get(spec.kind if spec else "", "pass-through" if spec else "?")
         reports.append(
             NodeReport(
                 name=node.name,

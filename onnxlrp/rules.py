@@ -1,4 +1,8 @@
-"""LRP rules for linear layers. A rule is a small object; `propagate` writes its relevance nodes.
+"""LRP rules. A rule is a small object; `propagate` writes its relevance nodes.
+
+Each kind of node that takes a rule has its own rule protocol: linear layers take a `Rule` over a
+`LinearLayer`, sums of several activations (residual connections) a `SumRule` over a
+`SumOfActivations`. A new kind of node (normalisation, softmax, ...) adds its own pair.
 
 Every linear operator (Conv, Gemm, MatMul, pooling as a linear map, ...) is wrapped by its emitter
 in a `LinearLayer`: z = forward(x, W) + bias, with `transpose` the adjoint of forward. A rule only
@@ -20,7 +24,7 @@ WeightMap = Callable[[str, np.ndarray], str]
 DEFAULT_STABILIZER = 1e-6
 
 
-@dataclass
+@dataclass(frozen=True)
 class LinearLayer:
     """A linear layer z = forward(x, weight) + bias, as its emitter sees it."""
 
@@ -278,6 +282,64 @@ class ZBox(Rule):
                 b.op("Neg", [b.mul(high, layer.transpose(s, wn))]) if np.any(wn) else None,
             ]
         )
+
+
+@dataclass(frozen=True)
+class SumOfActivations:
+    """z = sum of terms, each an activation (a Sub's subtrahend already negated), as its emitter
+    sees it."""
+
+    terms: list[str]
+    output: str  # the forward graph's z
+    rectified: str | None = None  # Relu(z), when the relevance reaching z is zero wherever z < 0
+
+
+class SumRule:
+    """Base class of the rules for sums of activations: `propagate(b, total, R)` returns the
+    relevance of each term."""
+
+    name = "sumrule"
+    keeps_zeros = True  # every rule for sums so far gives term k x_k * (...)
+
+    def propagate(self, b: GraphBuilder, total: SumOfActivations, relevance: str) -> list[str]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={_compact(v)}" for k, v in vars(self).items())
+        return f"{self.name}({params})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def __hash__(self) -> int:
+        return hash((type(self), tuple(sorted(vars(self).items(), key=str))))
+
+
+class Norm(SumRule):
+    """R_k = x_k * R / (z + eps * sign0(z)), z = sum of the x_k (zennit's Norm rule): each term
+    gets relevance in proportion to its contribution."""
+
+    name = "norm"
+
+    def __init__(self, epsilon: float = DEFAULT_STABILIZER) -> None:
+        if epsilon < 0:
+            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+        self.epsilon = float(epsilon)
+
+    def propagate(self, b: GraphBuilder, total: SumOfActivations, relevance: str) -> list[str]:
+        stabilized = b.stabilize(total.output, self.epsilon, like=relevance, rectified=total.rectified)
+        s = b.op("Div", [relevance, stabilized])
+        return [b.op("Mul", [term, s]) for term in total.terms]
+
+
+def sum_rule(rule: Rule | SumRule) -> SumRule | None:
+    """The rule for sums a rule stands for: itself, Norm with an epsilon-type rule's epsilon, or None
+    (the rule has no meaning on a sum: it has no weights to modify)."""
+    if isinstance(rule, SumRule):
+        return rule
+    if isinstance(rule, Epsilon):
+        return Norm(rule.epsilon)
+    return None
 
 
 RULES: dict[str, type[Rule]] = {

@@ -10,7 +10,8 @@ import onnx
 import onnxruntime as ort
 
 from onnxlrp import loading
-from onnxlrp.compiler import RELEVANCE_SEED, TARGET, compile
+from onnxlrp.assembly import RELEVANCE_SEED, TARGET
+from onnxlrp.compiler import compile
 from onnxlrp.errors import OnnxLrpError
 from onnxlrp.loading import ModelLike, load_model
 

@@ -122,7 +122,7 @@ def test_rules_by_type_and_name(paper_nets):
     got = onnxlrp.RelevanceSession(model).run(x)["relevance"]
     want = reference.reference_lrp(str(path), x.astype(np.float64), rule_for_node)["relevance"]
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
-    with pytest.raises(ValueError, match="no linear layer: nope"):
+    with pytest.raises(ValueError, match="names no node that takes a rule: nope"):
         onnxlrp.compile(path, rules_by_name={"nope": "flat"})
 
 

@@ -19,8 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 import onnxlrp
+from onnxlrp.canonical import canonicalize
 from onnxlrp.cli import main
-from onnxlrp.compiler import canonicalize
 from onnxlrp.converters.pytorch import export_module
 from tests import reference
 from tests.test_networks import COMPOSITES, reference_rules

@@ -1,25 +1,49 @@
-"""The op registry: one registered emitter per ONNX op type.
+"""The op registry: one registered emitter per ONNX op type, with the facts the compiler knows
+about the op.
 
 An emitter receives the forward node and the relevance arriving at its outputs, writes the nodes that
 propagate it, and returns the relevance of its data inputs. Adding an operator = one decorated
 function in a module of this package (and its test). `kind` tells the composites how to pick a rule:
-"conv", "dense", "avgpool" and "affine" are linear layers that take a rule; the rest do not.
-`zeros` says whether the relevance an op sends to an input is zero wherever that input is zero (see
-`ZEROS`); the compiler uses it to stabilise a ReLU's input more cheaply (compiler.rectified_inputs).
+"conv", "dense", "avgpool" and "affine" are linear layers and take a linear-layer rule (`rules.Rule`);
+"sum" (Add/Sub/Sum of several activations) takes a rule for sums (`rules.SumRule`); the rest take
+none. `zeros` says whether the relevance an op sends to an input is zero wherever that input is zero
+(see `ZEROS`); the compiler uses it to stabilise a ReLU's input more cheaply
+(analysis.rectified_inputs). `facts` are named properties of the op (see `FACTS`), queried with
+`has_fact` and `ops_with`; op types without an emitter may carry facts too (`declare`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import onnx
 
 from onnxlrp.builder import GraphBuilder
 from onnxlrp.graph import GraphInfo
-from onnxlrp.rules import LinearLayer, Rule
+from onnxlrp.rules import LinearLayer, Rule, SumOfActivations, SumRule, WeightMap
 
 LINEAR_KINDS = ("conv", "dense", "avgpool", "affine")
+SUM_KIND = "sum"
+# the rule protocol each rule-taking kind of node takes
+RULE_PROTOCOLS: dict[str, type[Rule] | type[SumRule]] = {
+    **dict.fromkeys(LINEAR_KINDS, Rule),
+    SUM_KIND: SumRule,
+}
+
+# Facts an op may carry:
+FACTS = {
+    "linear_map": "a product with a constant weight (Conv, Gemm, ...): a bias Add after it is fused in",
+    "nonnegative": "its output is >= 0 whatever its input",
+    "order_preserving": "its output is >= 0 wherever all its inputs are (pools, reshapes, joins)",
+    "zero_at_zero": "an element-wise f with f(0) = 0",
+    "gate": "a sigmoid-like gate: x * gate(...) gives x all the relevance",
+    "shape_only": "moves or relabels values without changing them (Reshape, Squeeze, ...)",
+    "pool": "a pooling layer over spatial windows or whole spatial axes",
+    "piecewise_linear": "LRP-0 relevance through it equals gradient x input (evaluation's sanity check)",
+}
 
 
 @dataclass
@@ -28,18 +52,46 @@ class EmitContext:
 
     b: GraphBuilder
     info: GraphInfo
-    rule: Rule | None
+    rule: Rule | SumRule | None
     nonnegative: set[str]
-    bias_adds: dict[str, tuple]  # linear node output -> (bias array, the Add's output)
+    bias_adds: dict[str, tuple[np.ndarray, str]]  # linear node output -> (bias array, the Add's output)
     rectified: dict[str, str]  # z -> Relu(z), where the relevance reaching z is zero wherever z < 0
 
-    def attr(self, node: onnx.NodeProto, name: str, default=None):
+    def attr(self, node: onnx.NodeProto, name: str, default: Any = None) -> Any:
         return self.info.attr(node, name, default)
 
+    def linear_layer(
+        self,
+        x: str,
+        weight: np.ndarray,
+        bias: np.ndarray | None,
+        forward_map: WeightMap,
+        transpose_map: WeightMap,
+        output: str,
+    ) -> LinearLayer:
+        """The LinearLayer z = forward(x, weight) + bias with what the analysis knows about x and z."""
+        return LinearLayer(
+            x,
+            weight,
+            bias,
+            forward_map,
+            transpose_map,
+            output,
+            x_nonnegative=x in self.nonnegative,
+            rectified=self.rectified.get(output),
+        )
+
     def propagate(self, layer: LinearLayer, relevance: str) -> str:
-        """The node's rule applied to `layer` (what a linear layer's emitter returns)."""
-        layer.rectified = self.rectified.get(layer.output)
+        """The node's linear-layer rule applied to `layer` (what a linear layer's emitter returns)."""
+        if not isinstance(self.rule, Rule):
+            raise TypeError(f"a linear layer needs a linear-layer rule, got {self.rule!r}")
         return self.rule.propagate(self.b, layer, relevance)
+
+    def propagate_sum(self, total: SumOfActivations, relevance: str) -> list[str]:
+        """The node's sum rule applied to `total`: the relevance of each term."""
+        if not isinstance(self.rule, SumRule):
+            raise TypeError(f"a sum of activations needs a rule for sums, got {self.rule!r}")
+        return self.rule.propagate(self.b, total, relevance)
 
 
 Emitter = Callable[[EmitContext, onnx.NodeProto, list], dict]
@@ -67,8 +119,23 @@ class OpSpec:
     data_inputs: DataInputs  # None: every input that is not a constant
     zeros: Zeros = "never"
 
+    @property
+    def rule_protocol(self) -> type[Rule] | type[SumRule] | None:
+        """The rule class the op's nodes take (None: it takes no rule)."""
+        return RULE_PROTOCOLS.get(self.kind)
+
 
 REGISTRY: dict[str, OpSpec] = {}
+OP_FACTS: dict[str, frozenset[str]] = {}
+
+
+def declare(*op_types: str, facts: Iterable[str]) -> None:
+    """Record facts (names from FACTS) about op types, registered or not."""
+    facts = frozenset(facts)
+    if facts - set(FACTS):
+        raise ValueError(f"unknown op facts {sorted(facts - set(FACTS))}; known: {', '.join(FACTS)}")
+    for op_type in op_types:
+        OP_FACTS[op_type] = OP_FACTS.get(op_type, frozenset()) | facts
 
 
 def register(
@@ -76,13 +143,15 @@ def register(
     kind: str = "passthrough",
     data_inputs: DataInputs = (0,),
     zeros: Zeros | None = None,
-):
-    """Register `emit(ctx, node, relevances) -> {input index: relevance name}` for op types.
-    `zeros` defaults to "rule" for linear layers and "never" otherwise (see ZEROS)."""
+    facts: Iterable[str] = (),
+) -> Callable[[Emitter], Emitter]:
+    """Register `emit(ctx, node, relevances) -> {input index: relevance name}` for op types, with
+    their facts. `zeros` defaults to "rule" for linear layers and "never" otherwise (see ZEROS)."""
     if zeros is None:
         zeros = "rule" if kind in LINEAR_KINDS else "never"
     if isinstance(zeros, str) and zeros not in ZEROS:
         raise ValueError(f"zeros must be one of {ZEROS} or a callable, got {zeros!r}")
+    declare(*op_types, facts=facts)
 
     def decorate(emit: Emitter) -> Emitter:
         for op_type in op_types:
@@ -96,6 +165,23 @@ def spec_for(op_type: str) -> OpSpec | None:
     return REGISTRY.get(op_type)
 
 
+def has_fact(op_type: str, fact: str) -> bool:
+    """Whether the op type carries the fact (a name from FACTS)."""
+    if fact not in FACTS:
+        raise ValueError(f"unknown op fact '{fact}'; known: {', '.join(FACTS)}")
+    return fact in OP_FACTS.get(op_type, frozenset())
+
+
+def ops_with(fact: str) -> frozenset[str]:
+    """Every op type that carries the fact."""
+    return frozenset(op_type for op_type in OP_FACTS if has_fact(op_type, fact))
+
+
+def rule_taking_ops() -> dict[str, str]:
+    """Op type -> kind, for every registered op whose nodes take a rule."""
+    return {op: spec.kind for op, spec in sorted(REGISTRY.items()) if spec.rule_protocol is not None}
+
+
 def carried_inputs(spec: OpSpec | None, node: onnx.NodeProto, info: GraphInfo) -> list[int]:
     """Indices of the node's inputs that receive relevance."""
     data_inputs = spec.data_inputs if spec is not None else None
@@ -107,6 +193,9 @@ def carried_inputs(spec: OpSpec | None, node: onnx.NodeProto, info: GraphInfo) -
         candidates = list(range(len(node.input)))
     return [i for i in candidates if node.input[i] and node.input[i] in info.dynamic]
 
+
+# op types without an emitter that still carry facts (evaluation reads the whole forward graph)
+declare("Softmax", "LogSoftmax", "Constant", "Shape", "Gather", "Cast", facts=("piecewise_linear",))
 
 # importing the emitter modules fills REGISTRY
 from onnxlrp.ops import elementwise, linear, pooling, reductions, structure  # noqa: E402, F401

@@ -9,14 +9,13 @@ import onnx
 
 from onnxlrp.errors import UnsupportedModelError
 from onnxlrp.graph import GraphInfo
-from onnxlrp.ops import EmitContext, carried_inputs, register, spec_for
-
-ZERO_AT_ZERO = {"Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Tanh", "HardSwish", "Gelu", "Mish"}
+from onnxlrp.ops import SUM_KIND, EmitContext, carried_inputs, has_fact, register, spec_for
+from onnxlrp.rules import SumOfActivations
 
 
 def _activation_zeros(node: onnx.NodeProto, info: GraphInfo) -> str:
     """Relevance passes through: zeros are kept where f(0) = 0 (Clip: when its range holds 0)."""
-    if node.op_type in ZERO_AT_ZERO or node.op_type in ("Dropout", "Identity"):
+    if has_fact(node.op_type, "zero_at_zero"):
         return "passed"
     if node.op_type == "Clip":
         names = list(node.input[1:3]) + [""] * (3 - len(node.input))
@@ -28,39 +27,38 @@ def _activation_zeros(node: onnx.NodeProto, info: GraphInfo) -> str:
     return "never"
 
 
+@register("Relu", zeros=_activation_zeros, facts=("nonnegative", "zero_at_zero", "piecewise_linear"))
+@register("LeakyRelu", "PRelu", zeros=_activation_zeros, facts=("zero_at_zero", "piecewise_linear"))
 @register(
-    "Relu",
-    "LeakyRelu",
-    "PRelu",
     "Elu",
     "Selu",
     "Celu",
-    "Sigmoid",
-    "HardSigmoid",
     "Tanh",
     "HardSwish",
-    "Softplus",
-    "Clip",
-    "Dropout",
-    "Identity",
     "Gelu",
     "Mish",
     zeros=_activation_zeros,
+    facts=("zero_at_zero",),
+)
+@register("Sigmoid", "HardSigmoid", zeros=_activation_zeros, facts=("nonnegative", "gate"))
+@register("Softplus", zeros=_activation_zeros, facts=("nonnegative",))
+@register("Clip", zeros=_activation_zeros)
+@register("Dropout", zeros=_activation_zeros, facts=("zero_at_zero", "order_preserving", "piecewise_linear"))
+@register(
+    "Identity",
+    zeros=_activation_zeros,
+    facts=("zero_at_zero", "order_preserving", "shape_only", "piecewise_linear"),
 )
 def emit_passthrough(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     return {0: relevance[0]}
 
 
-GATES = {"Sigmoid", "HardSigmoid"}
-SHAPE_ONLY = {"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"}
-
-
 def _is_gate(name: str, info: GraphInfo) -> bool:
     """The output of a Sigmoid/HardSigmoid, possibly reshaped (a squeeze-and-excitation gate)."""
     node = info.producer.get(name)
-    while node is not None and node.op_type in SHAPE_ONLY:
+    while node is not None and has_fact(node.op_type, "shape_only"):
         node = info.producer.get(node.input[0])
-    return node is not None and node.op_type in GATES
+    return node is not None and has_fact(node.op_type, "gate")
 
 
 def _gated_inputs(node: onnx.NodeProto, info: GraphInfo) -> tuple[int, ...] | None:
@@ -81,13 +79,22 @@ def _arithmetic_zeros(node: onnx.NodeProto, info: GraphInfo) -> str:
     return "passed" if node.op_type in ("Mul", "Div") else "never"
 
 
-@register("Mul", "Div", "Add", "Sub", "Sum", kind="merge", data_inputs=_gated_inputs, zeros=_arithmetic_zeros)
+@register("Add", "Sub", kind=SUM_KIND, data_inputs=None, zeros=_arithmetic_zeros, facts=("piecewise_linear",))
+@register("Sum", kind=SUM_KIND, data_inputs=None, zeros=_arithmetic_zeros)
+@register(
+    "Mul",
+    "Div",
+    kind="merge",
+    data_inputs=_gated_inputs,
+    zeros=_arithmetic_zeros,
+    facts=("piecewise_linear",),
+)
 def emit_arithmetic(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     """With one input from the data path (x op constant, or x * a sigmoid gate, whose branch gets no
     relevance): relevance passes to it unchanged; a bias Add fused into the linear layer before it is
     such a case. With several (residual Add, Sum, Sub):
-    R_k = x_k * R / stab(sum of x_k, eps), eps from the node's epsilon-type rule (see composites),
-    each reduced back to its input's broadcast shape."""
+    the node's rule for sums (rules.SumRule) splits it among the terms, each share reduced back to
+    its input's broadcast shape."""
     dynamic = carried_inputs(spec_for(node.op_type), node, ctx.info)
     if node.op_type == "Div" and dynamic == [1]:
         raise UnsupportedModelError(
@@ -101,18 +108,15 @@ def emit_arithmetic(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> 
             f"node '{node.name}' ({node.op_type}): a product or quotient of two activations has no LRP rule "
             f"(only x * gate, the gate a Sigmoid/HardSigmoid output, is supported: x takes all relevance)"
         )
-    b = ctx.b
     terms = [node.input[i] for i in dynamic]
     if node.op_type == "Sub":
-        terms[1] = b.op("Neg", [terms[1]])
-    total = node.output[0]
-    stabilized = b.stabilize(total, ctx.rule.epsilon, like=relevance[0], rectified=ctx.rectified.get(total))
-    s = b.div(relevance[0], stabilized)
-    result = {}
-    for index, term in zip(dynamic, terms, strict=True):
-        share = b.mul(term, s)
-        result[index] = _reduce_to(ctx, share, ctx.info.shape(node.input[index]), out_shape)
-    return result
+        terms[1] = ctx.b.op("Neg", [terms[1]])
+    total = SumOfActivations(terms, node.output[0], ctx.rectified.get(node.output[0]))
+    shares = ctx.propagate_sum(total, relevance[0])
+    return {
+        index: _reduce_to(ctx, share, ctx.info.shape(node.input[index]), out_shape)
+        for index, share in zip(dynamic, shares, strict=True)
+    }
 
 
 def _reduce_to(ctx: EmitContext, tensor: str, shape: tuple, out_shape: tuple) -> str:

@@ -11,7 +11,6 @@ import onnx
 
 from onnxlrp.errors import UnsupportedModelError
 from onnxlrp.ops import EmitContext, register
-from onnxlrp.rules import LinearLayer
 
 # Write a stride-1 Conv's transpose as a Conv (flipped kernel) instead of a ConvTranspose: same
 # result, faster in onnxruntime (benchmarks/ measures it; the switch exists for that comparison).
@@ -120,7 +119,7 @@ def _const_input(ctx: EmitContext, node: onnx.NodeProto, index: int, what: str) 
     return value.astype(np.float32)
 
 
-@register("Conv", kind="conv")
+@register("Conv", kind="conv", facts=("linear_map", "piecewise_linear"))
 def emit_conv(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     x = node.input[0]
     weight = _const_input(ctx, node, 1, "weight")
@@ -130,7 +129,7 @@ def emit_conv(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
         own_bias = _const_input(ctx, node, 2, "bias").reshape((1, -1) + (1,) * rank)
     bias, output = layer_bias(ctx, node, own_bias)
     forward, transpose = conv_maps(ctx, node, x, node.output[0], weight.shape[2:], ctx.attr(node, "group", 1))
-    layer = LinearLayer(x, weight, bias, forward, transpose, output, x in ctx.nonnegative)
+    layer = ctx.linear_layer(x, weight, bias, forward, transpose, output)
     return {0: ctx.propagate(layer, relevance[0])}
 
 
@@ -152,7 +151,7 @@ def _matmul_layer(ctx: EmitContext, node, x_index: int, weight: np.ndarray, own_
         return maybe_t(b.op("MatMul", [wt, s] if right else [s, wt]))
 
     bias, output = layer_bias(ctx, node, own_bias)
-    return LinearLayer(x, weight, bias, forward, transpose, output, x in ctx.nonnegative)
+    return ctx.linear_layer(x, weight, bias, forward, transpose, output)
 
 
 def _activation_index(ctx: EmitContext, node: onnx.NodeProto) -> int:
@@ -165,7 +164,7 @@ def _activation_index(ctx: EmitContext, node: onnx.NodeProto) -> int:
     return dynamic[0]
 
 
-@register("Gemm", kind="dense", data_inputs=(0, 1))
+@register("Gemm", kind="dense", data_inputs=(0, 1), facts=("linear_map", "piecewise_linear"))
 def emit_gemm(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     x_index = _activation_index(ctx, node)
     trans = [ctx.attr(node, "transA", 0), ctx.attr(node, "transB", 0)]
@@ -180,7 +179,7 @@ def emit_gemm(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     return {x_index: ctx.propagate(layer, relevance[0])}
 
 
-@register("MatMul", kind="dense", data_inputs=(0, 1))
+@register("MatMul", kind="dense", data_inputs=(0, 1), facts=("linear_map", "piecewise_linear"))
 def emit_matmul(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     x_index = _activation_index(ctx, node)
     weight = _const_input(ctx, node, 1 - x_index, "weight")
@@ -188,7 +187,7 @@ def emit_matmul(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict
     return {x_index: ctx.propagate(layer, relevance[0])}
 
 
-@register("BatchNormalization", kind="affine")
+@register("BatchNormalization", kind="affine", facts=("piecewise_linear",))
 def emit_batchnorm(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     """A BatchNormalization that could not be folded: the affine map y = a x + c per channel."""
     scale, shift, mean, var = (_const_input(ctx, node, i, "statistics") for i in range(1, 5))
@@ -201,19 +200,11 @@ def emit_batchnorm(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> d
         return b.op("Mul", [inp, b.const(w.reshape(channel), "bn")])
 
     bias, output = layer_bias(ctx, node, (shift - mean * a).reshape(channel))
-    layer = LinearLayer(
-        node.input[0],
-        a.astype(np.float32),
-        bias,
-        scale_by,
-        scale_by,
-        output,
-        node.input[0] in ctx.nonnegative,
-    )
+    layer = ctx.linear_layer(node.input[0], a.astype(np.float32), bias, scale_by, scale_by, output)
     return {0: ctx.propagate(layer, relevance[0])}
 
 
-@register("ConvTranspose", kind="conv")
+@register("ConvTranspose", kind="conv", facts=("linear_map", "piecewise_linear"))
 def emit_conv_transpose(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     """An upsampling layer is linear too: its transpose is a Conv with the same weight and geometry."""
     b = ctx.b
@@ -251,5 +242,5 @@ def emit_conv_transpose(ctx: EmitContext, node: onnx.NodeProto, relevance: list)
     if len(node.input) > 2 and node.input[2]:
         own_bias = _const_input(ctx, node, 2, "bias").reshape((1, -1) + (1,) * rank)
     bias, output = layer_bias(ctx, node, own_bias)
-    layer = LinearLayer(x, weight, bias, forward, transpose, output, x in ctx.nonnegative)
+    layer = ctx.linear_layer(x, weight, bias, forward, transpose, output)
     return {0: ctx.propagate(layer, relevance[0])}

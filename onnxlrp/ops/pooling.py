@@ -14,7 +14,6 @@ from onnx import helper
 from onnxlrp.errors import UnsupportedModelError
 from onnxlrp.ops import EmitContext, register
 from onnxlrp.ops.linear import conv_geometry, conv_maps
-from onnxlrp.rules import LinearLayer
 
 
 def _scatter_back(ctx: EmitContext, x: str, relevance: str, flat_indices: str) -> str:
@@ -30,26 +29,21 @@ def _scatter_back(ctx: EmitContext, x: str, relevance: str, flat_indices: str) -
     return b.op("Reshape", [scattered, shape])
 
 
-@register("MaxPool", kind="maxpool", zeros="passed")
+@register("MaxPool", kind="maxpool", zeros="passed", facts=("order_preserving", "pool", "piecewise_linear"))
 def emit_maxpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     if ctx.attr(node, "storage_order", 0) != 0:
         raise UnsupportedModelError(f"node '{node.name}' (MaxPool): storage_order=1 is not supported")
-    if len(node.output) < 2 or not node.output[1]:
-        # let the forward MaxPool also return the argmax indices (flat offsets over N*C*H*W)
-        indices = ctx.b.fresh("maxpool_indices")
-        if len(node.output) < 2:
-            node.output.append(indices)
-        else:
-            node.output[1] = indices
+    # the forward MaxPool's argmax indices (flat offsets over N*C*H*W)
+    indices = ctx.b.forward_output(node, 1, "maxpool_indices")
     kernel = list(ctx.attr(node, "kernel_shape"))
     # explicit pads, the end pads grown by what a ceil_mode window reaches past x: what MaxUnpool's
     # size check needs (the indices are positions in x itself)
     strides, dilations, pads, _ = conv_geometry(ctx, node, node.input[0], node.output[0], kernel)
     if _windows_disjoint(kernel, strides, dilations):  # each input in at most one window: unique indices
         b = ctx.b
-        inputs = [relevance[0], node.output[1], b.op("Shape", [node.input[0]])]
+        inputs = [relevance[0], indices, b.op("Shape", [node.input[0]])]
         return {0: b.op("MaxUnpool", inputs, kernel_shape=kernel, strides=strides, pads=pads)}
-    return {0: _scatter_back(ctx, node.input[0], relevance[0], node.output[1])}
+    return {0: _scatter_back(ctx, node.input[0], relevance[0], indices)}
 
 
 def _windows_disjoint(kernel: list, strides: list, dilations: list) -> bool:
@@ -93,7 +87,7 @@ def _avgpool_weight(node: onnx.NodeProto, x_shape, pads) -> np.ndarray:
     return np.where(count > 0, avg / np.maximum(count, 1), 0).astype(np.float32)
 
 
-@register("AveragePool", kind="avgpool")
+@register("AveragePool", kind="avgpool", facts=("order_preserving", "pool", "piecewise_linear"))
 def emit_avgpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     """z = D * sum over the window (D = 1/divisor per window): a linear layer with weight D."""
     b = ctx.b
@@ -115,7 +109,7 @@ def emit_avgpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dic
             return _spread_over_tiles(ctx, scaled, x, node.output[0], kernel, pads)
         return window_sum_t(scaled, ones)
 
-    layer = LinearLayer(x, divisor_map, None, forward, transpose, node.output[0], x in ctx.nonnegative)
+    layer = ctx.linear_layer(x, divisor_map, None, forward, transpose, node.output[0])
     return {0: ctx.propagate(layer, relevance[0])}
 
 

@@ -9,7 +9,6 @@ import onnx
 
 from onnxlrp.errors import UnsupportedModelError
 from onnxlrp.ops import EmitContext, register
-from onnxlrp.rules import LinearLayer
 
 
 def _axes(ctx: EmitContext, node: onnx.NodeProto) -> list[int] | None:
@@ -40,7 +39,8 @@ def _keepdims(ctx: EmitContext, node: onnx.NodeProto) -> bool:
     return node.op_type.startswith("Global") or bool(ctx.attr(node, "keepdims", 1))
 
 
-@register("ReduceMean", "ReduceSum", "GlobalAveragePool", kind="avgpool")
+@register("GlobalAveragePool", kind="avgpool", facts=("order_preserving", "pool", "piecewise_linear"))
+@register("ReduceMean", "ReduceSum", kind="avgpool")
 def emit_reduce_mean(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     axes = _axes(ctx, node)
     if axes is None:
@@ -60,11 +60,14 @@ def emit_reduce_mean(ctx: EmitContext, node: onnx.NodeProto, relevance: list) ->
         spread = b.op("Mul", [s, b.const(w)])  # broadcasts over the reduced axes: rules multiply by x
         return spread if keepdims else b.op("Unsqueeze", [spread, axes_const])
 
-    layer = LinearLayer(x, weight, None, forward, transpose, node.output[0], x in ctx.nonnegative)
+    layer = ctx.linear_layer(x, weight, None, forward, transpose, node.output[0])
     return {0: ctx.propagate(layer, relevance[0])}
 
 
-@register("ReduceMax", "GlobalMaxPool", kind="maxpool", zeros="passed")
+@register(
+    "GlobalMaxPool", kind="maxpool", zeros="passed", facts=("order_preserving", "pool", "piecewise_linear")
+)
+@register("ReduceMax", kind="maxpool", zeros="passed")
 def emit_reduce_max(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     axes = _axes(ctx, node)
     if axes is None:

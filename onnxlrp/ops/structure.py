@@ -9,12 +9,19 @@ from onnxlrp.errors import UnsupportedModelError
 from onnxlrp.ops import EmitContext, register
 
 
-@register("Flatten", "Reshape", "Squeeze", "Unsqueeze", zeros="passed")
+@register(
+    "Flatten",
+    "Reshape",
+    "Squeeze",
+    "Unsqueeze",
+    zeros="passed",
+    facts=("order_preserving", "shape_only", "piecewise_linear"),
+)
 def emit_reshape(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     return {0: ctx.b.reshape_like(relevance[0], node.input[0])}
 
 
-@register("Transpose", zeros="passed")
+@register("Transpose", zeros="passed", facts=("order_preserving", "piecewise_linear"))
 def emit_transpose(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     rank = len(ctx.info.shape(node.input[0]))
     perm = list(ctx.attr(node, "perm", list(reversed(range(rank)))))
@@ -31,7 +38,7 @@ def _axis(ctx: EmitContext, node: onnx.NodeProto, default: int = 0) -> int:
     return axis
 
 
-@register("Concat", data_inputs=None, zeros="passed")
+@register("Concat", data_inputs=None, zeros="passed", facts=("order_preserving", "piecewise_linear"))
 def emit_concat(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     axis = _axis(ctx, node)
     sizes = np.array([ctx.info.shape(name)[axis] for name in node.input], np.int64)
@@ -39,7 +46,7 @@ def emit_concat(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict
     return {i: part for i, part in enumerate(parts) if node.input[i] in ctx.info.dynamic}
 
 
-@register("Split", zeros="passed")
+@register("Split", zeros="passed", facts=("order_preserving",))
 def emit_split(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     axis = _axis(ctx, node)
     b = ctx.b
@@ -49,7 +56,7 @@ def emit_split(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     return {0: b.op("Concat", parts, axis=axis)}
 
 
-@register("Pad", zeros="passed")
+@register("Pad", zeros="passed", facts=("order_preserving", "piecewise_linear"))
 def emit_pad(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     mode = ctx.attr(node, "mode", b"constant")
     if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
@@ -80,7 +87,7 @@ def emit_pad(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     return {0: cut}
 
 
-@register("Slice", zeros="passed")
+@register("Slice", zeros="passed", facts=("piecewise_linear",))
 def emit_slice(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     """Relevance of the kept part goes back in place; the cut-off part gets none (zero padding)."""
     in_shape = ctx.info.shape(node.input[0])

@@ -1,0 +1,184 @@
+"""Analyse: what the compiler needs to know about a canonical model before it emits anything.
+
+The explained tensor, the nodes relevance flows through (and those it cannot), the nodes that take a
+rule and the first layers, and the facts that let emitters write cheaper nodes: non-negative tensors,
+bias Adds fused into linear layers, ReLU inputs whose relevance is zero wherever they are negative.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import onnx
+
+from onnxlrp.errors import UnsupportedModelError
+from onnxlrp.graph import GraphInfo
+from onnxlrp.ops import LINEAR_KINDS, REGISTRY, SUM_KIND, carried_inputs, has_fact, spec_for
+from onnxlrp.rules import Rule, SumRule
+
+
+def explained_tensor(info: GraphInfo, output: str | None) -> str:
+    """The tensor explained: the chosen output, or the input of a trailing Softmax/LogSoftmax."""
+    outputs = [o.name for o in info.model.graph.output]
+    name = output or outputs[0]
+    if name not in outputs and name not in info.producer:
+        raise UnsupportedModelError(f"output '{name}' is not a tensor of the model (outputs: {outputs})")
+    node = info.producer.get(name)
+    while node is not None and node.op_type in ("Softmax", "LogSoftmax", "Identity"):
+        name = node.input[0]
+        node = info.producer.get(name)
+    return name
+
+
+def bias_adds(info: GraphInfo) -> dict[str, tuple[np.ndarray, str]]:
+    """Linear-layer outputs followed by an Add of a constant (MatMul + bias, Conv + BiasAdd)."""
+    graph_outputs = {o.name for o in info.model.graph.output}
+    found = {}
+    for node in info.nodes:
+        if node.op_type != "Add":
+            continue
+        for own, other in ((0, 1), (1, 0)):
+            z, bias = node.input[own], info.const(node.input[other])
+            producer = info.producer.get(z)
+            if (
+                bias is not None
+                and producer is not None
+                and has_fact(producer.op_type, "linear_map")
+                and len(info.consumers.get(z, [])) == 1
+                and z not in graph_outputs
+                and z in info.dynamic
+                and bias.ndim <= len(info.shape(z))
+            ):
+                found[z] = (bias.astype(np.float32), node.output[0])
+    return found
+
+
+def nonnegative(info: GraphInfo) -> set[str]:
+    """Tensors that are >= 0 by construction (ReLU outputs and what only pools or reshapes them)."""
+    known: set[str] = set()
+    for node in info.nodes:
+        inputs = [name for name in node.input if name in info.dynamic]
+        if has_fact(node.op_type, "nonnegative") or (
+            has_fact(node.op_type, "order_preserving") and inputs and all(n in known for n in inputs)
+        ):
+            known.add(node.output[0])
+    return known
+
+
+def zero_keeping(
+    info: GraphInfo,
+    path: list[onnx.NodeProto],
+    rules: Mapping[str, Rule | SumRule],
+    explained: str,
+    logit_seed: bool,
+) -> set[str]:
+    """Tensors whose relevance is zero wherever the tensor is zero (see ops.ZEROS). The seed
+    logit * onehot is such a relevance; a one-hot or user seed is not."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in path:
+        for index in carried_inputs(spec_for(node.op_type), node, info):
+            consumers.setdefault(node.input[index], []).append(node)
+    keeping: set[str] = set()
+
+    def holds(tensor: str) -> bool:  # a tensor no relevance reaches has none anywhere
+        return tensor in keeping or (tensor != explained and tensor not in consumers)
+
+    def keeps(node: onnx.NodeProto) -> bool:
+        zeros = spec_for(node.op_type).zeros
+        zeros = zeros(node, info) if callable(zeros) else zeros
+        if zeros == "rule":
+            return node.name in rules and rules[node.name].keeps_zeros
+        return zeros == "kept" or (zeros == "passed" and all(holds(out) for out in node.output if out))
+
+    for node in path:  # last node first: every consumer of a node's outputs is settled before it
+        for tensor in node.output:
+            if tensor == explained:
+                kept = logit_seed
+            else:
+                kept = tensor in consumers and all(keeps(c) for c in consumers[tensor])
+            if kept:
+                keeping.add(tensor)
+    return keeping
+
+
+def rectified_inputs(
+    info: GraphInfo,
+    path: list[onnx.NodeProto],
+    rules: Mapping[str, Rule | SumRule],
+    explained: str,
+    logit_seed: bool,
+) -> dict[str, str]:
+    """z -> Relu(z) for tensors read only by one Relu whose output's relevance is zero wherever it is
+    zero: the relevance reaching z is then zero wherever z < 0, and a rule may divide by Relu(z) + eps
+    instead of z + eps * sign(z) (builder.stabilize)."""
+    keeping = zero_keeping(info, path, rules, explained, logit_seed)
+    graph_outputs = {o.name for o in info.model.graph.output}
+    rectified = {}
+    for node in path:
+        if node.op_type == "Relu" and node.output[0] in keeping:
+            z = node.input[0]
+            if info.consumers.get(z) == [node] and z not in graph_outputs and z != explained:
+                rectified[z] = node.output[0]
+    return rectified
+
+
+def relevance_path(info: GraphInfo, start: str) -> tuple[list[onnx.NodeProto], list[onnx.NodeProto]]:
+    """(nodes relevance flows through, last first; those among them with no registered emitter)."""
+    carrying, path, unsupported = {start}, [], []
+    for node in reversed(info.nodes):
+        if not any(name in carrying for name in node.output):
+            continue
+        spec = spec_for(node.op_type)
+        inputs = carried_inputs(spec, node, info)
+        if not inputs:
+            continue
+        if spec is None:
+            unsupported.append(node)
+        path.append(node)
+        carrying.update(node.input[i] for i in inputs)
+    if info.input_name not in carrying:
+        raise UnsupportedModelError(
+            f"tensor '{start}' does not depend on the model input '{info.input_name}'"
+        )
+    return path, list(reversed(unsupported))
+
+
+def refuse_unsupported(unsupported: list[onnx.NodeProto]) -> None:
+    """Raise one error that lists every unsupported node and the supported operators."""
+    if unsupported:
+        listed = "\n".join(f"  - node '{n.name}': op {n.op_type}" for n in unsupported)
+        raise UnsupportedModelError(
+            f"{len(unsupported)} node(s) use operators onnxlrp cannot propagate relevance through:\n"
+            f"{listed}\nSupported operators: {', '.join(sorted(REGISTRY))}"
+        )
+
+
+def rule_takers(info: GraphInfo, path: list[onnx.NodeProto]) -> dict[str, tuple[str, str]]:
+    """Nodes on the path that take a rule, as name -> (op type, kind): linear layers, and sums of
+    several activations."""
+    takers = {}
+    for node in path:
+        spec = spec_for(node.op_type)
+        if spec is None or spec.rule_protocol is None:
+            continue
+        if spec.kind != SUM_KIND or len(carried_inputs(spec, node, info)) > 1:
+            takers[node.name] = (node.op_type, spec.kind)
+    return takers
+
+
+def first_layers(info: GraphInfo) -> set[str]:
+    """Linear layers reached from the model input without passing another linear layer."""
+    first, frontier, visited = set(), [info.input_name], set()
+    while frontier:
+        tensor = frontier.pop()
+        for node in info.consumers.get(tensor, []):
+            if node.name in visited:
+                continue
+            visited.add(node.name)
+            spec = spec_for(node.op_type)
+            if spec is not None and spec.kind in LINEAR_KINDS:
+                first.add(node.name)
+            else:
+                frontier.extend(node.output)
+    return first

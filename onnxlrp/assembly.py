@@ -1,0 +1,216 @@
+"""Emit and assemble: the relevance graph written into the canonical model.
+
+Seed the explained tensor, walk the relevance path (last node first) letting each node's registered
+emitter write its relevance nodes, then add the graph outputs (input relevance, the forward outputs,
+exposed relevances) and the target input, and check the result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxlrp.analysis import bias_adds, nonnegative, rectified_inputs
+from onnxlrp.builder import GraphBuilder
+from onnxlrp.canonical import opset
+from onnxlrp.errors import UnsupportedModelError
+from onnxlrp.graph import GraphInfo, weightless
+from onnxlrp.ops import EmitContext, spec_for
+from onnxlrp.plan import Plan
+
+TARGET = "target"
+RELEVANCE = "relevance"
+RELEVANCE_SEED = "relevance_seed"
+
+
+def exposed_name(tensor: str) -> str:
+    """The graph output that carries the relevance arriving at `tensor`."""
+    return f"{RELEVANCE}:{tensor}"
+
+
+def emit(plan: Plan) -> onnx.ModelProto:
+    """The relevance graph of a plan (built into ``plan.model``)."""
+    model, info, options, explained = plan.model, plan.info, plan.options, plan.explained
+    if any(name in (TARGET, RELEVANCE, RELEVANCE_SEED) for name in _all_names(model)):
+        raise UnsupportedModelError(
+            f"the model already uses one of the names {TARGET}, {RELEVANCE}, {RELEVANCE_SEED}"
+        )
+    initializers = {init.name for init in model.graph.initializer} - {inp.name for inp in model.graph.input}
+    b = GraphBuilder(model.graph, _all_names(model), {name: info.constants[name] for name in initializers})
+    if options.start is None:
+        shape = info.shape(explained)
+        if len(shape) != 2:
+            raise UnsupportedModelError(
+                f"the explained output '{explained}' has shape {shape}; it must be [batch, classes] "
+                "(or pass start= to seed relevance at a tensor yourself)"
+            )
+        seed_relevance = _seed(b, explained, shape[1], options.seed)
+    else:
+        seed_relevance = RELEVANCE_SEED
+    relevance: dict[str, list[str]] = {explained: [seed_relevance]}
+    nonnegative_tensors = nonnegative(info)
+    fused_biases = bias_adds(info)
+    rectified = rectified_inputs(info, plan.path, plan.rules, explained, options.logit_seed)
+    for node in plan.path:
+        arriving = [_total(b, relevance.get(name)) for name in node.output]
+        for name, total in zip(node.output, arriving, strict=True):
+            if total is not None:
+                relevance[name] = [total]  # summed once (totals below reuses it)
+        ctx = EmitContext(b, info, plan.rules.get(node.name), nonnegative_tensors, fused_biases, rectified)
+        spec = spec_for(node.op_type)
+        assert spec is not None  # the plan refused unsupported nodes
+        try:
+            produced = spec.emit(ctx, node, arriving)
+        except UnsupportedModelError:
+            raise
+        except Exception as error:
+            raise UnsupportedModelError(f"node '{node.name}' ({node.op_type}): {error}") from error
+        for index, name in produced.items():
+            relevance.setdefault(node.input[index], []).append(name)
+    totals = {name: _total(b, parts) for name, parts in relevance.items()}
+    return _assemble(model, info, b, totals, explained, options.start, list(options.expose))
+
+
+def _seed(b: GraphBuilder, logits: str, classes: int, mode: str) -> str:
+    """logit * one-hot(target) (mode "logit") or the one-hot alone ("onehot")."""
+    predicted = b.op("ArgMax", [logits], axis=-1, keepdims=0)
+    chosen = b.op("Where", [b.op("Less", [TARGET, b.const(np.array(0, np.int64))]), predicted, TARGET])
+    column = b.op("Unsqueeze", [chosen, b.const(np.array([1], np.int64))])
+    mask = b.op(
+        "Cast",
+        [b.op("Equal", [column, b.const(np.arange(classes, dtype=np.int64)[None], "classes")])],
+        to=onnx.TensorProto.FLOAT,
+    )
+    if mode == "onehot":
+        return mask
+    if mode != "logit":
+        raise ValueError(f"seed must be 'logit' or 'onehot', got '{mode}'")
+    return b.op("Mul", [logits, mask], hint="seed")
+
+
+def _value_info(name: str, shape: tuple, elem_type: int = onnx.TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, elem_type, ["N", *shape[1:]])
+
+
+def _declared_shapes(model: onnx.ModelProto, info: GraphInfo) -> dict[str, tuple]:
+    """Static shapes to declare on outputs. Where onnx's own shape inference disagrees with the
+    runtime (onnx 1.2x gets some ceil_mode pooling sizes wrong), the dimension is left symbolic so
+    that checkers and runtimes both accept the model."""
+    inferred_graph = onnx.shape_inference.infer_shapes(weightless(model)).graph
+    inferred = [*inferred_graph.value_info, *inferred_graph.output]
+    onnx_dims = {
+        vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+        for vi in inferred
+    }
+    declared = {}
+    for name, shape in info.shapes.items():
+        theirs = onnx_dims.get(name)
+        if theirs is None or len(theirs) != len(shape):
+            declared[name] = shape
+            continue
+        declared[name] = tuple(
+            d if t in (None, d) else f"{name}:dim{i}"
+            for i, (d, t) in enumerate(zip(shape, theirs, strict=True))
+        )
+    return declared
+
+
+def _total(b: GraphBuilder, parts: list[str] | None) -> str | None:
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else b.total(parts)
+
+
+def _all_names(model: onnx.ModelProto) -> set[str]:
+    names = {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer}
+    for node in model.graph.node:
+        names.update(node.input)
+        names.update(node.output)
+        names.add(node.name)
+    return names
+
+
+def _ancestors(model: onnx.ModelProto, tensors: set[str]) -> list[onnx.NodeProto]:
+    needed, keep = set(tensors), []
+    for node in reversed(model.graph.node):
+        if any(name in needed for name in node.output):
+            keep.append(node)
+            needed.update(node.input)
+    return list(reversed(keep))
+
+
+def _assemble(
+    model: onnx.ModelProto,
+    info: GraphInfo,
+    b: GraphBuilder,
+    totals: dict[str, str],
+    explained: str,
+    start: str | None,
+    expose: list[str],
+) -> onnx.ModelProto:
+    graph = model.graph
+    shapes = _declared_shapes(model, info)
+    input_info = next(i for i in graph.input if i.name == info.input_name)
+    input_shape = info.shape(info.input_name)
+    if expose == ["all"]:
+        expose = [name for name in totals if name != info.input_name]
+    missing = [name for name in expose if name not in totals]
+    if missing:
+        raise UnsupportedModelError(
+            f"cannot expose {', '.join(repr(m) for m in missing)}: no relevance reaches them "
+            f"(tensors on the relevance path: {', '.join(sorted(totals))})"
+        )
+    if info.input_name not in totals:
+        raise UnsupportedModelError(f"no relevance reaches the input '{info.input_name}'")
+    b.nodes.append(helper.make_node("Identity", [totals[info.input_name]], [RELEVANCE], name=RELEVANCE))
+    outputs = [_value_info(RELEVANCE, input_shape, input_info.type.tensor_type.elem_type)]
+    if start is None:
+        outputs += _copies(graph.output)
+    else:
+        outputs.append(_value_info(start, shapes[start]))
+        needed = {start} | {name for node in b.nodes for name in node.input}
+        keep = {node.name for node in _ancestors(model, needed)}  # node names are unique (canonicalize)
+        for index in reversed(range(len(graph.node))):
+            if graph.node[index].name not in keep:
+                del graph.node[index]
+    for name in expose:
+        b.nodes.append(
+            helper.make_node("Identity", [totals[name]], [exposed_name(name)], name=exposed_name(name))
+        )
+        outputs.append(_value_info(exposed_name(name), shapes[name]))
+
+    # the relevance graph is built in the (already copied) forward model: its weights are not copied again
+    graph.node.extend(b.nodes)
+    del graph.output[:]
+    graph.output.extend(outputs)
+    del graph.value_info[:]
+    if start is None:
+        graph.input.append(helper.make_tensor_value_info(TARGET, onnx.TensorProto.INT64, ["N"]))
+        graph.initializer.append(onnx.numpy_helper.from_array(np.array([-1], np.int64), TARGET))
+    else:
+        graph.input.append(_value_info(RELEVANCE_SEED, shapes[start]))
+    graph.name = f"{graph.name}_lrp"
+    model.producer_name, model.producer_version = "onnxlrp", ""
+    model.ir_version = _ir_version(model)
+    check_structure(model)
+    return model
+
+
+def _copies(messages) -> list:
+    """Detached copies of protobuf messages (to refill the repeated field they come from)."""
+    return [type(m).FromString(m.SerializeToString()) for m in messages]
+
+
+def check_structure(model: onnx.ModelProto) -> None:
+    """onnx.checker.check_model(full_check=True) on the model with its large weights replaced by
+    inputs of the same type and shape: the same checks (shape inference never needs the values of
+    float weights) without copying the weights into the checker."""
+    onnx.checker.check_model(weightless(model), full_check=True)
+
+
+def _ir_version(model: onnx.ModelProto) -> int:
+    """The lowest IR version the opset needs (so older onnxruntime releases read the model)."""
+    version = opset(model)
+    needed = 8 if version <= 18 else 9 if version <= 20 else 10
+    return max(needed, min(model.ir_version, 10))
