@@ -23,6 +23,7 @@ from onnxlrp.rules import (
     Gamma,
     Norm,
     Rule,
+    RuleError,
     SumRule,
     ZBox,
     ZPlus,
@@ -51,7 +52,7 @@ def composite_rules(
         rule = Epsilon(1.0 if epsilon is None else epsilon)
         return {**dict.fromkeys(LINEAR_KINDS, rule), SUM_KIND: Norm(rule.epsilon)}, None
     if key not in COMPOSITES:
-        raise ValueError(f"unknown composite '{name}'; known: {', '.join(COMPOSITES)}")
+        raise RuleError(f"unknown composite '{name}'; known: {', '.join(COMPOSITES)}")
     dense = Epsilon(1e-6 if epsilon is None else epsilon)
     norm = Epsilon(stab)  # zennit's Norm rule for pooling and free-standing affine layers
     conv: Rule = {
@@ -73,13 +74,13 @@ def for_kind(rule: AnyRule, kind: str, what: str) -> AnyRule:
     if RULE_PROTOCOLS[kind] is SumRule:
         as_sum = sum_rule(rule)
         if as_sum is None:
-            raise ValueError(
-                f"{what} is a sum of activations: it takes epsilon, lrp0 or a rules.SumRule such as Norm, "
-                f"not {rule.name} (a sum has no weights for a linear-layer rule to modify)"
+            raise RuleError(
+                f"{what} is a sum of activations: it takes epsilon, lrp0, alphabeta, zplus or a "
+                f"rules.SumRule, not {rule.name} (a sum has no weights or input bounds for it to use)"
             )
         return as_sum
     if not isinstance(rule, Rule):
-        raise ValueError(f"{what} is a linear layer: it takes a linear-layer rule, not {rule.name}")
+        raise RuleError(f"{what} is a linear layer: it takes a linear-layer rule, not {rule.name}")
     return rule
 
 
@@ -94,7 +95,7 @@ def type_rules(rules_by_type: Mapping[str, str | AnyRule], params: Mapping[str, 
     for op_type, spec in rules_by_type.items():
         if op_type not in takers:
             reason = "takes no rule" if spec_for(op_type) is not None else "is not an op type onnxlrp knows"
-            raise ValueError(
+            raise RuleError(
                 f"rules_by_type: '{op_type}' {reason}; op types that take a rule: {', '.join(takers)}"
             )
         checked[op_type] = for_kind(_rule(spec, params), takers[op_type], f"op type {op_type}")
@@ -108,14 +109,15 @@ def assign_rules(
     rule, composite = options.rule, options.composite
     params = options.rule_params()
     if rule is not None and composite is not None:
-        raise ValueError("give either a rule or a composite, not both")
+        raise RuleError("give either a rule or a composite, not both")
     by_kind: dict[str, AnyRule]
     if rule is not None:
         single = make_rule(rule, **params)
         by_kind, first = dict.fromkeys(LINEAR_KINDS, single), None
-        # a sum of activations has no weights: epsilon-type rules apply as Norm, others fall back to Norm
+        # sums of activations get Norm (zennit's choice), with the epsilon of an epsilon-type rule;
+        # another rule applies to a sum only when asked for by type or name
         stab = DEFAULT_STABILIZER if options.stabilizer is None else options.stabilizer
-        by_kind[SUM_KIND] = sum_rule(single) or Norm(stab)
+        by_kind[SUM_KIND] = Norm(single.epsilon) if isinstance(single, Epsilon) else Norm(stab)
     else:
         composite_params = {k: params[k] for k in ("epsilon", "gamma", "low", "high", "stabilizer")}
         by_kind, first = composite_rules(composite or "epsilon", **composite_params)
@@ -125,7 +127,7 @@ def assign_rules(
     by_name = {k: _rule(v, params) for k, v in (options.rules_by_name or {}).items()}
     unknown = set(by_name) - set(layers)
     if unknown:
-        raise ValueError(f"rules_by_name names no node that takes a rule: {', '.join(sorted(unknown))}")
+        raise RuleError(f"rules_by_name names no node that takes a rule: {', '.join(sorted(unknown))}")
     assigned = {}
     for name, (op_type, kind) in layers.items():
         chosen = by_kind[kind]

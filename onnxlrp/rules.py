@@ -18,10 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxlrp.builder import GraphBuilder
+from onnxlrp.errors import OnnxLrpError
 
 WeightMap = Callable[[str, np.ndarray], str]
 
 DEFAULT_STABILIZER = 1e-6
+
+
+class RuleError(OnnxLrpError, ValueError):
+    """A rule, composite or layer rule that does not fit: unknown name, bad parameter, wrong node."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,7 @@ class Epsilon(Rule):
 
     def __init__(self, epsilon: float = 1.0) -> None:
         if epsilon < 0:
-            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+            raise RuleError(f"epsilon must be >= 0, got {epsilon}")
         self.epsilon = float(epsilon)
 
     def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
@@ -131,6 +136,11 @@ class LRP0(Epsilon):
         super().__init__(1e-16)
 
 
+def _check_alpha_beta(alpha: float, beta: float) -> None:
+    if alpha < 0 or beta < 0 or abs(alpha - beta - 1) > 1e-9:
+        raise RuleError(f"alpha-beta needs alpha, beta >= 0 and alpha - beta = 1; got {alpha}, {beta}")
+
+
 class AlphaBeta(Rule):
     """alpha * (positive contributions) - beta * (negative contributions), alpha - beta = 1."""
 
@@ -138,8 +148,7 @@ class AlphaBeta(Rule):
     keeps_zeros = True
 
     def __init__(self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = DEFAULT_STABILIZER) -> None:
-        if alpha < 0 or beta < 0 or abs(alpha - beta - 1) > 1e-9:
-            raise ValueError(f"alpha-beta needs alpha, beta >= 0 and alpha - beta = 1; got {alpha}, {beta}")
+        _check_alpha_beta(alpha, beta)
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.stabilizer = float(stabilizer)
@@ -182,7 +191,7 @@ class Gamma(Rule):
 
     def __init__(self, gamma: float = 0.25, stabilizer: float = DEFAULT_STABILIZER) -> None:
         if gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {gamma}")
+            raise RuleError(f"gamma must be >= 0, got {gamma}")
         self.gamma = float(gamma)
         self.stabilizer = float(stabilizer)
 
@@ -254,7 +263,7 @@ class ZBox(Rule):
         self.low = np.asarray(low, np.float32)
         self.high = np.asarray(high, np.float32)
         if np.any(self.low > self.high):
-            raise ValueError("zbox needs low <= high")
+            raise RuleError("zbox needs low <= high")
         self.stabilizer = float(stabilizer)
 
     def __eq__(self, other: object) -> bool:
@@ -323,7 +332,7 @@ class Norm(SumRule):
 
     def __init__(self, epsilon: float = DEFAULT_STABILIZER) -> None:
         if epsilon < 0:
-            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+            raise RuleError(f"epsilon must be >= 0, got {epsilon}")
         self.epsilon = float(epsilon)
 
     def propagate(self, b: GraphBuilder, total: SumOfActivations, relevance: str) -> list[str]:
@@ -332,13 +341,46 @@ class Norm(SumRule):
         return [b.op("Mul", [term, s]) for term in total.terms]
 
 
+class SumAlphaBeta(SumRule):
+    """alpha-beta on a sum, read as a linear layer whose weights are all 1: the positive parts of the
+    terms share alpha R, the negative parts -beta R:
+    R_k = alpha x_k+ R / (sum x+ + eps) - beta x_k- R / (sum x- - eps). alpha = 1, beta = 0 is z+."""
+
+    name = "sum-alphabeta"
+
+    def __init__(self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = DEFAULT_STABILIZER) -> None:
+        _check_alpha_beta(alpha, beta)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.stabilizer = float(stabilizer)
+
+    def _shares(self, b: GraphBuilder, parts: list[str], relevance: str, sign: int) -> list[str]:
+        """part_k * R / stab(sum of the parts); every part has the sign ``sign``."""
+        z = b.op("Sum", parts) if len(parts) > 1 else parts[0]
+        s = b.op("Div", [relevance, b.stabilize(z, self.stabilizer, like=relevance, sign=sign)])
+        return [b.op("Mul", [part, s]) for part in parts]
+
+    def propagate(self, b: GraphBuilder, total: SumOfActivations, relevance: str) -> list[str]:
+        positive = self._shares(b, [b.positive_part(t) for t in total.terms], relevance, sign=1)
+        shares: list[str] = [b.scale(p, self.alpha) or p for p in positive]
+        if self.beta:
+            negative = self._shares(b, [b.negative_part(t) for t in total.terms], relevance, sign=-1)
+            shares = [
+                b.op("Sub", [p, b.scale(n, self.beta) or n]) for p, n in zip(shares, negative, strict=True)
+            ]
+        return shares
+
+
 def sum_rule(rule: Rule | SumRule) -> SumRule | None:
-    """The rule for sums a rule stands for: itself, Norm with an epsilon-type rule's epsilon, or None
-    (the rule has no meaning on a sum: it has no weights to modify)."""
+    """The rule for sums a rule given for a sum stands for: itself, Norm with an epsilon-type rule's
+    epsilon, alpha-beta (z+ included) on the terms' positive and negative parts; None where the rule
+    has no meaning on a sum (it modifies weights or reads input bounds a sum does not have)."""
     if isinstance(rule, SumRule):
         return rule
     if isinstance(rule, Epsilon):
         return Norm(rule.epsilon)
+    if isinstance(rule, AlphaBeta):
+        return SumAlphaBeta(rule.alpha, rule.beta, rule.stabilizer)
     return None
 
 
@@ -379,7 +421,7 @@ def make_rule(
         return name
     key = name.lower()
     if key not in RULES:
-        raise ValueError(f"unknown rule '{name}'; known: {', '.join(sorted(set(RULES)))}")
+        raise RuleError(f"unknown rule '{name}'; known: {', '.join(sorted(set(RULES)))}")
     cls = RULES[key]
     stab = {} if stabilizer is None else {"stabilizer": stabilizer}
     if cls is Epsilon:
@@ -404,7 +446,7 @@ def parse_rule(spec: str) -> Rule:
     arity = {Epsilon: ("epsilon",), AlphaBeta: ("alpha", "beta"), Gamma: ("gamma",), ZBox: ("low", "high")}
     names = arity.get(RULES.get(key), ())
     if len(values) > len(names):
-        raise ValueError(
+        raise RuleError(
             f"rule spec '{spec}': {name} takes at most {len(names)} parameter(s) ({', '.join(names)})"
         )
     return make_rule(key, **dict(zip(names, values, strict=False)))
