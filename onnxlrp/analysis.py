@@ -85,7 +85,8 @@ def zero_keeping(
         return tensor in keeping or (tensor != explained and tensor not in consumers)
 
     def keeps(node: onnx.NodeProto) -> bool:
-        zeros = spec_for(node.op_type).zeros
+        spec = spec_for(node.op_type)
+        zeros = "never" if spec is None else spec.zeros
         zeros = zeros(node, info) if callable(zeros) else zeros
         if zeros == "rule":
             return node.name in rules and rules[node.name].keeps_zeros

@@ -53,7 +53,7 @@ def emit(plan: Plan) -> onnx.ModelProto:
     fused_biases = bias_adds(info)
     rectified = rectified_inputs(info, plan.path, plan.rules, explained, options.logit_seed)
     for node in plan.path:
-        arriving = [_total(b, relevance.get(name)) for name in node.output]
+        arriving = [_total(b, relevance[name]) if name in relevance else None for name in node.output]
         for name, total in zip(node.output, arriving, strict=True):
             if total is not None:
                 relevance[name] = [total]  # summed once (totals below reuses it)
@@ -93,7 +93,7 @@ def _value_info(name: str, shape: tuple, elem_type: int = onnx.TensorProto.FLOAT
     return helper.make_tensor_value_info(name, elem_type, ["N", *shape[1:]])
 
 
-def _declared_shapes(model: onnx.ModelProto, info: GraphInfo) -> dict[str, tuple]:
+def _declared_shapes(model: onnx.ModelProto, info: GraphInfo) -> dict[str, tuple[int | str, ...]]:
     """Static shapes to declare on outputs. Where onnx's own shape inference disagrees with the
     runtime (onnx 1.2x gets some ceil_mode pooling sizes wrong), the dimension is left symbolic so
     that checkers and runtimes both accept the model."""
@@ -103,7 +103,7 @@ def _declared_shapes(model: onnx.ModelProto, info: GraphInfo) -> dict[str, tuple
         vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
         for vi in inferred
     }
-    declared = {}
+    declared: dict[str, tuple[int | str, ...]] = {}
     for name, shape in info.shapes.items():
         theirs = onnx_dims.get(name)
         if theirs is None or len(theirs) != len(shape):
@@ -116,10 +116,11 @@ def _declared_shapes(model: onnx.ModelProto, info: GraphInfo) -> dict[str, tuple
     return declared
 
 
-def _total(b: GraphBuilder, parts: list[str] | None) -> str | None:
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else b.total(parts)
+def _total(b: GraphBuilder, parts: list[str]) -> str:
+    """The sum of one or more relevance parts."""
+    result = parts[0] if len(parts) == 1 else b.total(parts)
+    assert result is not None  # parts is never empty
+    return result
 
 
 def _all_names(model: onnx.ModelProto) -> set[str]:

@@ -6,7 +6,8 @@ so rules can drop terms that are zero at compile time (a zero weight part, a non
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any, overload
 
 import numpy as np
 import onnx
@@ -96,7 +97,12 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, inputs, outputs, name=outputs[0], **attrs))
         return outputs
 
-    def const(self, value: np.ndarray | float | int | list, hint: str = "const", dtype=np.float32) -> str:
+    def const(
+        self,
+        value: np.ndarray | np.generic | float | int | list[Any],
+        hint: str = "const",
+        dtype: Any = np.float32,
+    ) -> str:
         """An initializer holding ``value``, stored once however often it is asked for."""
         array = np.asarray(value, dtype=dtype if not isinstance(value, np.ndarray) else value.dtype)
         name = self._stored_name(array)
@@ -107,6 +113,12 @@ class GraphBuilder:
         return name
 
     # --- arithmetic that treats None as zero -------------------------------------------------
+    @overload
+    def add(self, a: str, b: str | None) -> str: ...
+    @overload
+    def add(self, a: str | None, b: str) -> str: ...
+    @overload
+    def add(self, a: str | None, b: str | None) -> str | None: ...
     def add(self, a: str | None, b: str | None) -> str | None:
         if a is None:
             return b
@@ -114,6 +126,12 @@ class GraphBuilder:
             return a
         return self.op("Add", [a, b])
 
+    @overload
+    def sub(self, a: str, b: str | None) -> str: ...
+    @overload
+    def sub(self, a: str | None, b: str) -> str: ...
+    @overload
+    def sub(self, a: str | None, b: str | None) -> str | None: ...
     def sub(self, a: str | None, b: str | None) -> str | None:
         if b is None:
             return a
@@ -121,6 +139,10 @@ class GraphBuilder:
             return self.op("Neg", [b])
         return self.op("Sub", [a, b])
 
+    @overload
+    def mul(self, a: str, b: str) -> str: ...
+    @overload
+    def mul(self, a: str | None, b: str | None) -> str | None: ...
     def mul(self, a: str | None, b: str | None) -> str | None:
         if a is None or b is None:
             return None
@@ -133,13 +155,17 @@ class GraphBuilder:
             return a
         return self.op("Mul", [a, self.const(np.float32(factor))])
 
+    @overload
+    def div(self, a: str, b: str) -> str: ...
+    @overload
+    def div(self, a: str | None, b: str) -> str | None: ...
     def div(self, a: str | None, b: str) -> str | None:
         if a is None:
             return None
         return self.op("Div", [a, b])
 
-    def total(self, terms: list[str | None]) -> str | None:
-        result = None
+    def total(self, terms: Sequence[str | None]) -> str | None:
+        result: str | None = None
         for term in terms:
             result = self.add(result, term)
         return result
@@ -174,7 +200,9 @@ class GraphBuilder:
         is_nonneg = self.op("Cast", [self.op("GreaterOrEqual", [d, self.const(np.float32(0))])], to=1)
         # 2 eps * [d >= 0] - eps is exactly +-eps (float32(2 eps) - eps is exact), so this adds the same
         # shift as the formula
-        shift = self.op("Sub", [self.scale(is_nonneg, 2 * epsilon), self.const(np.float32(epsilon))])
+        doubled = self.scale(is_nonneg, 2 * epsilon)
+        assert doubled is not None  # epsilon != 0
+        shift = self.op("Sub", [doubled, self.const(np.float32(epsilon))])
         return self.op("Add", [d, shift], hint="stab")
 
     def ones_like(self, x: str) -> str:

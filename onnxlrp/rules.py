@@ -38,7 +38,7 @@ class LinearLayer:
     bias: np.ndarray | None
     forward_map: WeightMap
     transpose_map: WeightMap
-    output: str | None = None  # the forward graph's z (with the unmodified weight and bias)
+    output: str  # the forward graph's z (with the unmodified weight and bias)
     x_nonnegative: bool = False
     rectified: str | None = None  # Relu(z), when the relevance reaching z is zero wherever z < 0
 
@@ -82,7 +82,12 @@ def _times_transpose(
     return None if x is None else b.mul(x, layer.transpose(s, weight))
 
 
-def _compact(value) -> str:
+def _or_zero(b: GraphBuilder, layer: LinearLayer, relevance: str | None) -> str:
+    """The input relevance, or zeros shaped like x where every term of it was zero."""
+    return relevance if relevance is not None else b.mul(layer.x, b.const(np.float32(0)))
+
+
+def _compact(value: object) -> str:
     if isinstance(value, np.ndarray):
         value = value.item() if value.size == 1 else value.tolist()
     return f"{value:g}" if isinstance(value, float) else repr(value)
@@ -120,11 +125,9 @@ class Epsilon(Rule):
         self.epsilon = float(epsilon)
 
     def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
-        z = layer.output
-        if z is None:
-            z = b.add(layer.forward(layer.x, layer.weight), _bias_const(b, layer.bias))
-        s = b.div(relevance, b.stabilize(z, self.epsilon, like=relevance, rectified=layer.rectified))
-        return b.mul(layer.x, layer.transpose(s, layer.weight)) or b.mul(layer.x, b.const(np.float32(0)))
+        stabilized = b.stabilize(layer.output, self.epsilon, like=relevance, rectified=layer.rectified)
+        s = b.div(relevance, stabilized)
+        return _or_zero(b, layer, b.mul(layer.x, layer.transpose(s, layer.weight)))
 
 
 class LRP0(Epsilon):
@@ -153,7 +156,18 @@ class AlphaBeta(Rule):
         self.beta = float(beta)
         self.stabilizer = float(stabilizer)
 
-    def _share(self, b, layer, relevance, xp, xn, w_for_xp, w_for_xn, bias, sign: int) -> str | None:
+    def _share(
+        self,
+        b: GraphBuilder,
+        layer: LinearLayer,
+        relevance: str,
+        xp: str,
+        xn: str | None,
+        w_for_xp: np.ndarray,
+        w_for_xn: np.ndarray,
+        bias: np.ndarray,
+        sign: int,
+    ) -> str | None:
         """xp * T_a(s) + xn * T_b(s), s = R / stab(xp a + xn b + bias); every term of the sum has the
         sign ``sign`` (+1: the positive contributions, -1: the negative ones)."""
         if not any(x is not None and np.any(w) for x, w in ((xp, w_for_xp), (xn, w_for_xn))):
@@ -171,7 +185,7 @@ class AlphaBeta(Rule):
         if self.beta:
             negative = self._share(b, layer, relevance, xp, xn, wn, wp, _neg(bias), sign=-1)
             result = b.sub(result, b.scale(negative, self.beta))
-        return result if result is not None else b.mul(layer.x, b.const(np.float32(0)))
+        return _or_zero(b, layer, result)
 
 
 class ZPlus(AlphaBeta):
@@ -201,7 +215,7 @@ class Gamma(Rule):
         w_up, w_down = (w + g * _pos(w)).astype(np.float32), (w + g * _neg(w)).astype(np.float32)
         b_up, b_down = (bias + g * _pos(bias)).astype(np.float32), (bias + g * _neg(bias)).astype(np.float32)
         xp, xn = _parts(b, layer)
-        z = layer.output or b.add(layer.forward(layer.x, w), _bias_const(b, layer.bias))
+        z = layer.output
         zero = b.const(np.float32(0))
         result = None
         # outputs with z > 0 use (W + g W+) on x+ and (W + g W-) on x-; z < 0 the other way round
@@ -212,7 +226,7 @@ class Gamma(Rule):
             result = b.total(
                 [result, _times_transpose(b, layer, xp, s, w_xp), _times_transpose(b, layer, xn, s, w_xn)]
             )
-        return result
+        return _or_zero(b, layer, result)
 
 
 class WSquare(Rule):
@@ -230,7 +244,7 @@ class WSquare(Rule):
         bias = np.square(layer.bias) if self.bias and layer.bias is not None else None
         z = b.add(layer.forward(ones, w2), _bias_const(b, bias))  # >= 0
         s = b.div(relevance, b.stabilize(z, self.stabilizer, like=relevance, sign=1))
-        return b.mul(ones, layer.transpose(s, w2))
+        return _or_zero(b, layer, b.mul(ones, layer.transpose(s, w2)))
 
 
 class Flat(Rule):
@@ -246,7 +260,7 @@ class Flat(Rule):
         ones = b.ones_like(layer.x)
         z = layer.forward(ones, w1)  # > 0
         s = b.div(relevance, b.stabilize(z, self.stabilizer, like=relevance, sign=1))
-        return b.mul(ones, layer.transpose(s, w1))
+        return _or_zero(b, layer, b.mul(ones, layer.transpose(s, w1)))
 
 
 class ZBox(Rule):
@@ -284,13 +298,16 @@ class ZBox(Rule):
         high = b.mul(ones, b.const(self.high, "high"))
         z = b.sub(b.sub(layer.forward(layer.x, w), layer.forward(low, wp)), layer.forward(high, wn))
         s = b.div(relevance, b.stabilize(z, self.stabilizer, like=relevance))
-        return b.total(
-            [
-                b.mul(layer.x, layer.transpose(s, w)),
-                b.op("Neg", [b.mul(low, layer.transpose(s, wp))]) if np.any(wp) else None,
-                b.op("Neg", [b.mul(high, layer.transpose(s, wn))]) if np.any(wn) else None,
-            ]
-        )
+
+        def negated(term: str | None) -> str | None:
+            return None if term is None else b.op("Neg", [term])
+
+        terms = [
+            b.mul(layer.x, layer.transpose(s, w)),
+            negated(b.mul(low, layer.transpose(s, wp))),  # None (nothing emitted) where wp is zero
+            negated(b.mul(high, layer.transpose(s, wn))),
+        ]
+        return _or_zero(b, layer, b.total(terms))
 
 
 @dataclass(frozen=True)
@@ -443,8 +460,14 @@ def parse_rule(spec: str) -> Rule:
     name, _, args = spec.partition(":")
     values = [float(v) for v in args.split(",")] if args else []
     key = name.lower()
-    arity = {Epsilon: ("epsilon",), AlphaBeta: ("alpha", "beta"), Gamma: ("gamma",), ZBox: ("low", "high")}
-    names = arity.get(RULES.get(key), ())
+    arity: dict[type[Rule], tuple[str, ...]] = {
+        Epsilon: ("epsilon",),
+        AlphaBeta: ("alpha", "beta"),
+        Gamma: ("gamma",),
+        ZBox: ("low", "high"),
+    }
+    cls = RULES.get(key)
+    names = arity.get(cls, ()) if cls is not None else ()
     if len(values) > len(names):
         raise RuleError(
             f"rule spec '{spec}': {name} takes at most {len(names)} parameter(s) ({', '.join(names)})"

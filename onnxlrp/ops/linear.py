@@ -6,6 +6,8 @@ and lets the node's rule write the relevance nodes.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 
@@ -60,7 +62,7 @@ def conv_maps(ctx: EmitContext, node: onnx.NodeProto, x: str, out: str, kernel, 
     """forward (Conv) and transpose (ConvTranspose) maps for a convolution-shaped op."""
     b = ctx.b
     strides, dilations, pads, output_padding = conv_geometry(ctx, node, x, out, kernel)
-    geometry = {"strides": strides, "dilations": dilations, "pads": pads, "group": group}
+    geometry: dict[str, Any] = {"strides": strides, "dilations": dilations, "pads": pads, "group": group}
 
     def forward(inp: str, weight: np.ndarray) -> str:
         return b.op("Conv", [inp, b.const(weight, "w")], **geometry)
@@ -229,10 +231,10 @@ def emit_conv_transpose(ctx: EmitContext, node: onnx.NodeProto, relevance: list)
             begins.append(begin)
             ends.append(total - begin)
         pads = begins + ends
-    geometry = {"strides": strides, "dilations": dilations, "pads": pads, "group": group}
+    geometry: dict[str, Any] = {"strides": strides, "dilations": dilations, "pads": pads, "group": group}
 
     def forward(inp: str, w: np.ndarray) -> str:
-        extra = {"output_padding": output_padding} if any(output_padding) else {}
+        extra: dict[str, Any] = {"output_padding": output_padding} if any(output_padding) else {}
         return b.op("ConvTranspose", [inp, b.const(w, "w")], **geometry, **extra)
 
     def transpose(s: str, w: np.ndarray) -> str:

@@ -16,11 +16,12 @@ def _axes(ctx: EmitContext, node: onnx.NodeProto) -> list[int] | None:
     rank = len(ctx.info.shape(node.input[0]))
     if node.op_type.startswith("Global"):
         return list(range(2, rank))
+    axes: list[int]
     if len(node.input) > 1 and node.input[1]:
-        axes = ctx.info.const(node.input[1])
-        if axes is None:
+        given = ctx.info.const(node.input[1])
+        if given is None:
             raise UnsupportedModelError(f"node '{node.name}' ({node.op_type}): its axes must be constant")
-        axes = [int(a) for a in np.asarray(axes).ravel()]
+        axes = [int(a) for a in np.asarray(given).ravel()]
     else:
         axes = list(ctx.attr(node, "axes", []))
     if not axes:

@@ -68,7 +68,10 @@ def emit_pad(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     rank = len(in_shape)
     axes = list(range(rank))
     if len(node.input) > 3 and node.input[3]:
-        axes = [a % rank for a in ctx.info.const(node.input[3]).tolist()]
+        given = ctx.info.const(node.input[3])
+        if given is None:
+            raise UnsupportedModelError(f"node '{node.name}' (Pad): axes must be constant")
+        axes = [a % rank for a in given.tolist()]
     begins = dict(zip(axes, pads[: len(axes)].tolist(), strict=True))
     starts = [begins.get(a, 0) for a in range(1, rank)]
     ends = [begins.get(a, 0) + in_shape[a] for a in range(1, rank)]
@@ -93,13 +96,12 @@ def emit_slice(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     in_shape = ctx.info.shape(node.input[0])
     rank = len(in_shape)
     values = [ctx.info.const(name) if name else None for name in node.input[1:]]
-    if any(v is None for v in values[:2]) or any(
-        v is None for i, v in enumerate(values[2:]) if node.input[i + 3]
-    ):
+    first, last = values[0], values[1]
+    if first is None or last is None or any(v is None for i, v in enumerate(values[2:]) if node.input[i + 3]):
         raise UnsupportedModelError(
             f"node '{node.name}' (Slice): starts, ends, axes and steps must be constant"
         )
-    starts, ends = values[0].tolist(), values[1].tolist()
+    starts, ends = first.tolist(), last.tolist()
     axes = values[2].tolist() if len(values) > 2 and values[2] is not None else list(range(len(starts)))
     steps = values[3].tolist() if len(values) > 3 and values[3] is not None else [1] * len(starts)
     if any(step != 1 for step in steps):
