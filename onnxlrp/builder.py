@@ -187,8 +187,8 @@ class GraphBuilder:
 
         ``sign`` = +1 or -1 when the caller knows d >= 0 or d <= 0: then it is one Add. (For d <= 0 the
         shift is -epsilon also where d == 0; a rule only says so when every contribution to such a d is
-        zero, so the relevance is unchanged.) Otherwise the sign is selected by a Cast of d >= 0: a
-        third of the time of a Where with broadcast scalars in onnxruntime (benchmarks/)."""
+        zero, so the relevance is unchanged.) Otherwise the sign is selected by a Cast of d >= 0,
+        cheaper in onnxruntime than a Where with broadcast scalars (benchmarks/ measures it)."""
         if d is None:
             d = self.op("Mul", [like, self.const(np.float32(0))])
         if epsilon == 0:

@@ -93,14 +93,10 @@ def _compact(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else repr(value)
 
 
-class Rule:
-    """Base class: `propagate(b, layer, R)` returns the name of the input relevance."""
+class RuleObject:
+    """A rule's identity is its class and its parameters (the stabilizer left out of its repr)."""
 
     name = "rule"
-    keeps_zeros = False  # True when the input relevance is x * (...): zero wherever x is zero
-
-    def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={_compact(v)}" for k, v in vars(self).items() if k != "stabilizer")
@@ -111,6 +107,16 @@ class Rule:
 
     def __hash__(self) -> int:
         return hash((type(self), tuple(sorted(vars(self).items(), key=str))))
+
+
+class Rule(RuleObject):
+    """Base class of the rules for linear layers: `propagate(b, layer, R)` returns the name of the
+    input relevance."""
+
+    keeps_zeros = False  # True when the input relevance is x * (...): zero wherever x is zero
+
+    def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
+        raise NotImplementedError
 
 
 class Epsilon(Rule):
@@ -320,7 +326,7 @@ class SumOfActivations:
     rectified: str | None = None  # Relu(z), when the relevance reaching z is zero wherever z < 0
 
 
-class SumRule:
+class SumRule(RuleObject):
     """Base class of the rules for sums of activations: `propagate(b, total, R)` returns the
     relevance of each term."""
 
@@ -329,16 +335,6 @@ class SumRule:
 
     def propagate(self, b: GraphBuilder, total: SumOfActivations, relevance: str) -> list[str]:
         raise NotImplementedError
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={_compact(v)}" for k, v in vars(self).items())
-        return f"{self.name}({params})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and vars(self) == vars(other)
-
-    def __hash__(self) -> int:
-        return hash((type(self), tuple(sorted(vars(self).items(), key=str))))
 
 
 class Norm(SumRule):

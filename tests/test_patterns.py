@@ -1,4 +1,4 @@
-"""Graph patterns real exporters emit (the compiler's issue 3).
+"""Graph patterns real exporters emit.
 
 Two independent checks:
 - LRP-0 on bias-free, positively homogeneous ReLU networks equals gradient x input (torch autograd),

@@ -145,7 +145,7 @@ def test_inspect_prints_the_plan_compile_emits_from():
     assert set(reports) == {node.name for node in plan.model.graph.node}
     for name, rule in plan.rules.items():
         assert reports[name].rule == repr(rule)
-    assert reports["residual"].rule == "sum-alphabeta(alpha=1, beta=0, stabilizer=1e-06)"
+    assert reports["residual"].rule == "sum-alphabeta(alpha=1, beta=0)"
     assert reports["head"].rule == "lrp0(epsilon=1e-16)"
     with pytest.raises(RuleError, match="'Convv' is not an op type"):
         inspect_model(residual_model(), rules_by_type={"Convv": "zplus"})

@@ -71,8 +71,8 @@ def conv_maps(ctx: EmitContext, node: onnx.NodeProto, x: str, out: str, kernel, 
     conv_pads = [(kernel[i % rank] - 1) * dilations[i % rank] - pads[i] for i in range(2 * rank)]
     for i in range(rank):
         conv_pads[rank + i] += output_padding[i]
-    # the Conv form only pays off when the transpose produces enough channels (benchmarks: 7.8x slower
-    # for LeNet's 1-channel first layer, 0.56-0.86x of the time from 64 channels on)
+    # the Conv form only pays off when the transpose produces enough channels (benchmarks/ measures
+    # where: slower for a 1-channel first layer, faster from 64 channels on)
     wide = ctx.info.shape(x)[1] // group >= MIN_CHANNELS_FOR_CONV_TRANSPOSE
     as_conv = STRIDE1_TRANSPOSE_AS_CONV and wide and all(s == 1 for s in strides) and min(conv_pads) >= 0
 

@@ -47,8 +47,8 @@ def emit_maxpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dic
 
 
 def _windows_disjoint(kernel: list, strides: list, dilations: list) -> bool:
-    """No input element lies in two windows: then MaxUnpool routes the relevance (several times
-    faster in onnxruntime than ScatterElements with reduction="add", which overlapping windows need)."""
+    """No input element lies in two windows: then MaxUnpool routes the relevance (faster in
+    onnxruntime than ScatterElements with reduction="add", which overlapping windows need)."""
     return all(k == 1 or (d == 1 and s >= k) for k, s, d in zip(kernel, strides, dilations, strict=True))
 
 
@@ -115,7 +115,7 @@ def emit_avgpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dic
 
 def _spread_over_tiles(ctx: EmitContext, s: str, x: str, pooled: str, kernel: list, pads: list) -> str:
     """The transposed window sum of tiling windows: every input element gets its window's value
-    (nearest-neighbour Resize; 2-20x faster in onnxruntime than the depthwise ConvTranspose), cut to
+    (nearest-neighbour Resize, faster in onnxruntime than the depthwise ConvTranspose), cut to
     x's extent (begin pads, ceil-mode windows) and zero where no window reaches (floor mode)."""
     b = ctx.b
     rank = len(kernel)
