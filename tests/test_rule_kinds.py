@@ -1,5 +1,5 @@
-"""Rules per node kind (linear layers, sums of activations), checked layer rules, the op facts, and
-the one plan that compile and inspect share."""
+"""Rules per node kind (linear layers, sums of activations), checked layer rules, the op facts, the
+one plan that compile and inspect share, and the explicit change emitters make to the forward graph."""
 
 from __future__ import annotations
 
@@ -185,3 +185,18 @@ def test_op_facts_live_on_the_registry():
     assert has_fact("MaxPool", "pool") and not has_fact("Relu", "pool") and not has_fact("Erf", "pool")
     with pytest.raises(ValueError, match="unknown op fact 'pooling'"):
         has_fact("MaxPool", "pooling")
+
+
+def test_forward_output_is_the_one_change_to_a_forward_node():
+    """MaxPool's Indices: reused when the model asks for them, added (a fresh name) when not."""
+    from onnxlrp.builder import GraphBuilder
+
+    graph = helper.make_graph([], "g", [], [])
+    b = GraphBuilder(graph, {"x", "y", "i"})
+    asked = helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2, 2])
+    assert b.forward_output(asked, 1, "maxpool_indices") == "i"
+    assert list(asked.output) == ["y", "i"]
+    bare = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2])
+    name = b.forward_output(bare, 1, "maxpool_indices")
+    assert list(bare.output) == ["y", name] and name not in {"x", "y", "i"}
+    assert b.nodes == []  # no relevance node was written
