@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import html
-import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -33,15 +32,17 @@ import numpy as np
 
 from onnxlrp import augment as aug
 from onnxlrp import heatmap
-from onnxlrp.cli.explain_cmd import (
+from onnxlrp.datasets import CifarJpeg, dataset_file
+from onnxlrp.errors import OnnxLrpError
+from onnxlrp.explaining import (
     ModelHandle,
     compile_session,
     describe_rule,
     load_model,
-    neuron_seed,
+    neuron_relevance,
     run_batched,
 )
-from onnxlrp.errors import OnnxLrpError
+from onnxlrp.inputs import preprocess_all, read_image
 
 MNIST_STRONG, MNIST_WEAK = "mnist-lenet5", "mnist-lenet5-weak"
 CIFAR_MODELS = ("cifar10-paper", "cifar10-resnet")
@@ -97,16 +98,9 @@ class Settings:
 
 
 # ----------------------------------------------------------------------------- data
-def datasets_dir() -> Path:
-    from onnxlrp.evaluation import default_datasets_dir
-
-    return default_datasets_dir()
-
-
 def _zoo_samples(name: str) -> tuple[list[np.ndarray], np.ndarray]:
     """uint8 images and labels of the zoo's labelled samples of model ``name``."""
     from onnxlrp import zoo
-    from onnxlrp.cli.explain_cmd import read_image
 
     entries = zoo.samples(name)
     images = [read_image(zoo.zoo_dir() / e["file"]) for e in entries]
@@ -114,7 +108,8 @@ def _zoo_samples(name: str) -> tuple[list[np.ndarray], np.ndarray]:
 
 
 def mnist_test(limit: int) -> tuple[list[np.ndarray], np.ndarray, str]:
-    path = datasets_dir() / "mnist.npz"
+    """The first ``limit`` MNIST test images and labels, or the zoo's samples; and their source."""
+    path = dataset_file("mnist")
     if path.is_file():
         with np.load(path) as data:
             return list(data["x_test"][:limit]), data["y_test"][:limit].astype(np.int64), "MNIST test split"
@@ -126,13 +121,12 @@ class CifarSource:
     """CIFAR-10 test images, decoded on demand (the JPEG copy), or the zoo's samples."""
 
     def __init__(self) -> None:
-        path = datasets_dir() / "cifar10_jpeg.npz"
-        self.images = None
+        path = dataset_file("cifar10")
+        self.split: CifarJpeg | None = None
+        self.images: list[np.ndarray] = []
         if path.is_file():
-            with np.load(path) as data:
-                self.jpeg = data["test_jpeg"]
-                self.offsets = data["test_offsets"]
-                self.labels = data["test_labels"].astype(np.int64)
+            self.split = CifarJpeg(path)
+            self.labels = self.split.labels
             self.name = "CIFAR-10 test split"
         else:
             self.images, self.labels = _zoo_samples(CIFAR_MODELS[0])
@@ -142,36 +136,7 @@ class CifarSource:
         return len(self.labels)
 
     def image(self, i: int) -> np.ndarray:
-        if self.images is not None:
-            return self.images[i]
-        from PIL import Image
-
-        raw = self.jpeg[self.offsets[i] : self.offsets[i + 1]].tobytes()
-        return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
-
-
-def preprocess_all(handle: ModelHandle, images) -> np.ndarray:
-    from onnxlrp.cli.explain_cmd import preprocess
-
-    return np.concatenate([preprocess(handle, np.asarray(img)) for img in images], axis=0).astype(np.float32)
-
-
-_FORWARD: dict = {}
-
-
-def forward_logits(handle: ModelHandle, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    key = (handle.name, id(handle.model))
-    if key not in _FORWARD:
-        _FORWARD.clear()
-        _FORWARD[key] = ort.InferenceSession(
-            handle.model.SerializeToString(), providers=["CPUExecutionProvider"]
-        )
-    session = _FORWARD[key]
-    name = session.get_inputs()[0].name
-    out = [session.run([handle.output], {name: x[i : i + 512]})[0] for i in range(0, len(x), 512)]
-    return np.concatenate(out, axis=0).reshape(len(x), -1)
+        return self.split.image(i) if self.split is not None else self.images[i]
 
 
 # ----------------------------------------------------------------------------- graph helpers
@@ -230,20 +195,13 @@ class Relevance:
 
     def explain(self, handle, x, ckw, target=None, expose=()) -> dict:
         target = None if target is None else np.asarray(target, dtype=np.int64).reshape(-1)
-        return run_batched(
-            self.session(handle, ckw, expose=expose), x, target=target, batch_size=self.batch_size
-        )
+        session = self.session(handle, ckw, expose=expose)
+        return run_batched(session.run, x, batch_size=self.batch_size, target=target)
 
     def neurons(self, handle, x, tensor: str, units, ckw, shape) -> np.ndarray:
         """[N, K, C, H, W]: input relevance of 1 at channel ``units[k]`` of ``tensor``."""
-        seeds = np.stack([neuron_seed(shape, (int(u),)) for u in units])
-        n, k = len(x), len(units)
-        xb = np.repeat(x, k, axis=0)
-        sb = np.tile(seeds, (n,) + (1,) * len(shape))
-        out = run_batched(
-            self.session(handle, ckw, start=tensor), xb, relevance_seed=sb, batch_size=self.batch_size
-        )
-        return out["relevance"].reshape((n, k, *x.shape[1:]))
+        session = self.session(handle, ckw, start=tensor)
+        return neuron_relevance(session, x, shape, [(int(u),) for u in units], self.batch_size)
 
 
 def _heat(relevance: np.ndarray) -> np.ndarray:
@@ -269,7 +227,7 @@ def mnist_figures(out: Path, st: Settings, rel: Relevance) -> None:
     strong, weak = load_model(MNIST_STRONG), load_model(MNIST_WEAK)
     images, labels, source = mnist_test(st.mnist_pool)
     x = preprocess_all(strong, images)
-    logits = forward_logits(strong, x)
+    logits = strong.logits(x)
     pred = logits.argmax(1)
 
     def first(label: int) -> int:
@@ -415,7 +373,7 @@ def pick_images(handles, source: CifarSource, st: Settings) -> dict[int, np.ndar
         images = [source.image(i) for i in idx]
         ok = np.ones(len(idx), dtype=bool)
         for handle in handles:
-            ok &= forward_logits(handle, preprocess_all(handle, images)).argmax(1) == cls
+            ok &= handle.logits(preprocess_all(handle, images)).argmax(1) == cls
         good = [j for j in range(len(idx)) if ok[j]] + [j for j in range(len(idx)) if not ok[j]]
         chosen[cls] = np.array([idx[j] for j in good[: st.class_images]], dtype=np.int64)
     return chosen

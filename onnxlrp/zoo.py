@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 
 from onnxlrp.errors import OnnxLrpError
+from onnxlrp.loading import load_model
 
 
 def zoo_dir() -> Path:
@@ -164,6 +165,12 @@ def names() -> list[str]:
     return list(manifest()["models"])
 
 
+def _models() -> dict:
+    """The manifest's models, or none when the zoo has no manifest."""
+    path = zoo_dir() / "manifest.json"
+    return dict(json.loads(path.read_text())["models"]) if path.is_file() else {}
+
+
 def _entry(name: str) -> dict:
     models = manifest()["models"]
     if name not in models:
@@ -180,7 +187,7 @@ def load(name: str) -> ZooModel:
     return ZooModel(
         name=name,
         path=path,
-        model=onnx.load(str(path)),
+        model=load_model(path),
         classes=list(entry["classes"]),
         preprocessing=dict(entry["preprocessing"]),
         low=float(entry["low"]),
@@ -192,16 +199,36 @@ def load(name: str) -> ZooModel:
 
 
 def resolve_model(path_or_name: str | os.PathLike) -> Path:
-    """An existing file path as given, else the ONNX file of the zoo model of that name."""
-    path = Path(path_or_name)
-    if path.is_file():
-        return path
+    """The ONNX file of a model path or a zoo model name. An existing path, or one ending in .onnx,
+    is returned as given (the loader reports a missing file)."""
     text = os.fspath(path_or_name)
+    path = Path(text)
+    if path.exists() or text.endswith(".onnx"):
+        return path
     try:
         entry = _entry(text)
     except ZooError as error:
         raise ZooError(f"{text!r} is neither a file nor a zoo model ({error})") from None
     return zoo_dir() / entry["file"]
+
+
+def zoo_name(path: str | os.PathLike) -> str | None:
+    """The name of the zoo model whose file ``path`` is, or None."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    for name, entry in _models().items():
+        if (zoo_dir() / entry["file"]).resolve() == path.resolve():
+            return name
+    return None
+
+
+def locate(spec: str | os.PathLike) -> tuple[Path, ZooModel | None]:
+    """(the .onnx file, its zoo model or None) for a model path or a zoo name: what every command
+    accepts as MODEL. A path to a zoo model's own file also gives its zoo entry (its preprocessing)."""
+    path = resolve_model(spec)
+    name = zoo_name(path)
+    return path, (load(name) if name else None)
 
 
 def sample_paths(name: str) -> list[Path]:
@@ -217,34 +244,3 @@ def samples(name: str) -> list[dict]:
     data = manifest()
     dataset = name if name in data.get("samples", {}) else _entry(name).get("dataset", "")
     return list(data.get("samples", {}).get(dataset, []))
-
-
-def load_inputs(paths, zoo_model: ZooModel | str | None = None) -> np.ndarray:
-    """Model inputs [N, C, H, W] float32 from image files or one ``.npy`` batch.
-
-    PNG/JPEG files are preprocessed with ``zoo_model``'s preprocessing (a ZooModel or a zoo name);
-    a ``.npy`` file is taken as already preprocessed ([N, C, H, W], or [C, H, W] for one input).
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    paths = [Path(p) for p in paths]
-    if not paths:
-        raise ZooError("no input files given")
-    arrays = []
-    for p in paths:
-        if not p.is_file():
-            raise ZooError(f"input file {p} does not exist")
-        if p.suffix.lower() == ".npy":
-            x = np.load(p, allow_pickle=False).astype(np.float32)
-            if x.ndim == 3:
-                x = x[None]
-            if x.ndim != 4:
-                raise ZooError(f"{p}: expected [N, C, H, W] or [C, H, W], got shape {x.shape}")
-            arrays.append(x)
-        else:
-            if zoo_model is None:
-                raise ZooError(f"{p}: image files need a zoo model for their preprocessing")
-            if isinstance(zoo_model, str):
-                zoo_model = load(zoo_model)
-            arrays.append(zoo_model.preprocess(p))
-    return np.ascontiguousarray(np.concatenate(arrays, axis=0), dtype=np.float32)

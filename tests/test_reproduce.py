@@ -18,7 +18,7 @@ from PIL import Image
 
 from onnxlrp import reproduce
 from onnxlrp.cli import main
-from onnxlrp.cli.explain_cmd import load_model
+from onnxlrp.explaining import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 HAVE_ZOO = (ROOT / "zoo" / "manifest.json").is_file()

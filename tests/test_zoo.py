@@ -18,6 +18,8 @@ import onnx
 import pytest
 
 from onnxlrp import zoo
+from onnxlrp.explaining import load_model
+from onnxlrp.inputs import InputError, load_inputs
 
 REPO = Path(__file__).resolve().parent.parent
 ZOO = zoo.zoo_dir()
@@ -167,15 +169,15 @@ def test_sample_preprocessing_matches_training(name):
         array = np.asarray(im)
     np.testing.assert_array_equal(m.preprocess(array), ours[:1])
     np.testing.assert_array_equal(m.preprocess(np.stack([array, array])), ours[[0, 0]])
-    np.testing.assert_array_equal(zoo.load_inputs(paths[:2], m), ours[:2])
+    np.testing.assert_array_equal(load_inputs(load_model(m.name), paths[:2]).x, ours[:2])
 
 
 def test_load_inputs_npy(tmp_path):
     x = np.random.default_rng(0).uniform(-1, 1, (2, 1, 32, 32)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    np.testing.assert_array_equal(zoo.load_inputs([tmp_path / "x.npy"]), x)
-    with pytest.raises(zoo.ZooError):
-        zoo.load_inputs([ZOO / MANIFEST["samples"]["mnist"][0]["file"]])  # an image needs a zoo model
+    np.testing.assert_array_equal(load_inputs(None, [tmp_path / "x.npy"]).x, x)
+    with pytest.raises(InputError):
+        load_inputs(None, [ZOO / MANIFEST["samples"]["mnist"][0]["file"]])  # an image needs a model
 
 
 # ----------------------------------------------------------------------------- accuracy on the data sets

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from onnxlrp.cli.options import add_model_argument, add_rule_arguments, compile_options, resolve_model
+from onnxlrp.cli.options import add_model_argument, add_rule_arguments, compile_options
 from onnxlrp.compiler import compile
 from onnxlrp.loading import ensure_writable, save_model
+from onnxlrp.zoo import resolve_model
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("compile", help="compile MODEL.onnx into its LRP relevance graph")
     add_model_argument(parser)
     add_rule_arguments(parser)

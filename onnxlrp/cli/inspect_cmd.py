@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from onnxlrp.cli.options import add_model_argument, add_rule_arguments, compile_options, resolve_model
+from onnxlrp.cli.options import add_model_argument, add_rule_arguments, compile_options
 from onnxlrp.inspection import inspect_model
+from onnxlrp.zoo import resolve_model
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("inspect", help="list the nodes of MODEL with shapes and LRP rules")
     add_model_argument(parser)
     add_rule_arguments(parser)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from typing import Any
 
 from onnxlrp.composites import COMPOSITES
-from onnxlrp.errors import ModelLoadError
+from onnxlrp.errors import OnnxLrpError
+from onnxlrp.methods import parse_method
 from onnxlrp.rules import RULES, parse_rule
 
 
@@ -14,24 +15,12 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="an .onnx file, or the name of a zoo model (see `onnxlrp zoo`)")
 
 
-def resolve_model(name: str) -> Path:
-    """A model file path from a path or a zoo name."""
-    path = Path(name)
-    if path.exists() or name.endswith(".onnx"):
-        return path
-    try:
-        from onnxlrp import zoo
-    except ImportError:  # the zoo module is optional while it is being built
-        raise ModelLoadError(f"{name}: no such file") from None
-    return zoo.resolve_model(name)
-
-
 def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("LRP rules")
     group.add_argument(
         "--rule",
         help=f"one rule for every layer: {', '.join(sorted(set(RULES)))}; "
-        "parameters inline work too (epsilon:0.25, alphabeta:3,2)",
+        "parameters inline work too (epsilon:0.25, alphabeta:3,2); or composite:NAME",
     )
     group.add_argument("--composite", choices=COMPOSITES, help="a rule per layer kind (default: epsilon)")
     group.add_argument("--epsilon", type=float, help="epsilon of the epsilon rule")
@@ -50,12 +39,11 @@ def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def compile_options(args: argparse.Namespace) -> dict:
+def compile_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments for onnxlrp.compile from the parsed rule options."""
     options = {k: getattr(args, k) for k in ("composite", "epsilon", "alpha", "beta", "gamma", "low", "high")}
     if args.rule:
-        rule_name = args.rule.partition(":")[0]
-        options["rule"] = parse_rule(args.rule) if ":" in args.rule else rule_name
+        options.update(rule_options(args.rule))
     if args.first_rule:
         options["first_rule"] = args.first_rule
     by_type, by_name = {}, {}
@@ -69,3 +57,14 @@ def compile_options(args: argparse.Namespace) -> dict:
     if by_name:
         options["rules_by_name"] = by_name
     return options
+
+
+def rule_options(spec: str) -> dict[str, Any]:
+    """Compile keyword arguments of one --rule spec (``methods.parse_method``), LRP methods only."""
+    try:
+        method = parse_method(spec)
+    except ValueError as error:
+        raise OnnxLrpError(f"--rule {spec}: {error}") from None
+    if method.kind != "lrp":
+        raise OnnxLrpError(f"--rule {spec}: {method.label} is an evaluation baseline, not an LRP rule")
+    return dict(method.kwargs)

@@ -1,0 +1,130 @@
+"""Model inputs from files: image files (PNG/JPEG, preprocessed for the model) or .npy batches.
+
+An image is preprocessed as its zoo model says, or for a plain .onnx file resized to the model's
+input size and scaled to [0, 1]; a .npy holds inputs already preprocessed ([N, C, H, W] or [C, H, W]).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from onnxlrp import augment as aug
+from onnxlrp.errors import OnnxLrpError
+from onnxlrp.explaining import ModelHandle
+
+__all__ = ["IMAGE_SUFFIXES", "InputError", "Inputs", "load_inputs", "preprocess", "read_image"]
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+class InputError(OnnxLrpError):
+    """An input file that is missing, of an unknown kind or of the wrong shape."""
+
+
+@dataclass
+class Inputs:
+    """Preprocessed inputs with a name per input and, for images, the uint8 image they came from."""
+
+    x: np.ndarray  # [N, C, H, W] float32, preprocessed
+    names: list[str]
+    raw: list[np.ndarray | None]  # uint8 images before preprocessing (None for .npy inputs)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file -> uint8 [H, W] (grey modes) or [H, W, 3] (RGB)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode in ("1", "L", "LA", "I", "I;16", "F"):
+            return np.asarray(im.convert("L"))
+        return np.asarray(im.convert("RGB"))
+
+
+def preprocess(handle: ModelHandle, image: np.ndarray) -> np.ndarray:
+    """uint8 image -> [1, C, H, W] float32: the zoo's preprocessing, or resize + scale to [0, 1]."""
+    from PIL import Image
+
+    _, c, h, w = (list(handle.input_shape) + [-1] * 4)[:4]
+    image = np.asarray(image)
+    if c == 1 and image.ndim == 3:  # an RGB file for a grey model
+        image = np.asarray(Image.fromarray(image[..., :3]).convert("L"))
+    elif c == 3 and image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if handle.zoo is not None:
+        out = np.asarray(handle.zoo.preprocess(image), dtype=np.float32)
+        return out.reshape((1, *out.shape[-3:])) if out.ndim != 4 else out
+    pil = Image.fromarray(image)
+    pil = pil.convert("L" if c == 1 else "RGB")
+    if h > 0 and w > 0 and pil.size != (w, h):
+        pil = pil.resize((w, h), Image.BILINEAR)
+    arr = np.asarray(pil, dtype=np.float32) / 255.0
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    return arr[None]
+
+
+def preprocess_all(handle: ModelHandle, images: Iterable[np.ndarray]) -> np.ndarray:
+    """uint8 images -> [N, C, H, W] float32 (``preprocess`` of each)."""
+    return np.concatenate([preprocess(handle, np.asarray(img)) for img in images], axis=0).astype(np.float32)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    x = np.load(path, allow_pickle=False).astype(np.float32)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4:
+        raise InputError(f"{path}: expected [N,C,H,W] or [C,H,W], got shape {x.shape}")
+    return x
+
+
+def load_inputs(
+    handle: ModelHandle | None,
+    paths: Sequence[str | os.PathLike] | str | os.PathLike,
+    augmentations: Sequence[str] = (),
+    hue: float = aug.DEFAULT_HUE_SHIFT,
+) -> Inputs:
+    """Inputs from image files or .npy batches (not both), with ``augmentations`` ("flip", "hue")
+    added as extra inputs ``<name>_flip``, ``<name>_hue``. Images need ``handle`` (the model whose
+    preprocessing they get); .npy inputs are named ``<stem>_0000``, ``<stem>_0001``, ..."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files = [Path(p) for p in paths]
+    if not files:
+        raise InputError("no input files given")
+    for path in files:
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+    npys = [p for p in files if p.suffix.lower() == ".npy"]
+    if npys:
+        if len(npys) != len(files):
+            raise InputError("give either image files or .npy batches, not both")
+        if "hue" in augmentations:
+            raise InputError("--augment hue needs image files (it works on the uint8 image), not .npy")
+        arrays = [_read_npy(p) for p in files]
+        x = np.concatenate(arrays, axis=0)
+        names = [f"{p.stem}_{i:04d}" for p, a in zip(files, arrays, strict=True) for i in range(len(a))]
+        out_x, out_names = [x], list(names)
+        if "flip" in augmentations:
+            out_x.append(x[..., ::-1])
+            out_names += [f"{n}_flip" for n in names]
+        x = np.ascontiguousarray(np.concatenate(out_x, axis=0))
+        return Inputs(x=x, names=out_names, raw=[None] * len(out_names))
+    if handle is None:
+        raise InputError(f"{files[0]}: image files need a model for their preprocessing")
+    xs, names, raws = [], [], []
+    for path in files:
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise InputError(f"{path}: not an image (PNG/JPEG) or .npy file")
+        image = read_image(path)
+        for tag, variant in aug.augment(image, list(augmentations), hue):
+            xs.append(preprocess(handle, variant))
+            names.append(path.stem if tag == "orig" else f"{path.stem}_{tag}")
+            raws.append(variant)
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:  # same stem in two folders
+        names = [f"{n}_{i}" if n in dup else n for i, n in enumerate(names)]
+    return Inputs(x=np.concatenate(xs, axis=0).astype(np.float32), names=names, raw=raws)
