@@ -26,12 +26,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from onnxlrp import evaluation as ev
+from onnxlrp import zoo
 
 
 def prepare(args) -> None:
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
-    path, zoo_model = ev.resolve_model(args.model)
+    path, zoo_model = zoo.locate(args.model)
     name = Path(args.model).stem if args.model.endswith(".onnx") else args.model
     data_name = Path(args.data).stem if args.data.endswith(".npy") else args.data
     x, labels, idx = ev.load_dataset(args.data, zoo_model, n=args.n)
@@ -95,7 +96,7 @@ def prepare(args) -> None:
 
 def inputs(args) -> None:
     """Preprocessed test inputs and labels of a zoo model's data set, for the device run."""
-    _, zoo_model = ev.resolve_model(args.model)
+    _, zoo_model = zoo.locate(args.model)
     x, labels, idx = ev.load_dataset(args.data, zoo_model, n=args.n)
     Path(args.file).parent.mkdir(parents=True, exist_ok=True)
     np.savez(args.file, x=x, labels=labels if labels is not None else np.zeros(0), indices=idx)
@@ -214,7 +215,7 @@ def gradient_check(args) -> None:
     import torch
 
     for name in args.models:
-        path, entry = ev.resolve_model(name)
+        path, entry = zoo.locate(name)
         data = "cifar10" if name.startswith("cifar") else "mnist"
         x, _, _ = ev.load_dataset(data, entry, n=args.n)
         targets = ev.onnx_forward(path)(x).argmax(1)

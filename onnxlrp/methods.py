@@ -32,6 +32,11 @@ DEFAULT_METHODS = (
 BASELINES = ("gradxinput", "random")
 _GRADXINPUT = ("gradxinput", "gradient-x-input", "gxi", "input-x-gradient")
 _ALIASES = {"lrp-0": "lrp0"}
+_PARAMS: dict[type[Rule], tuple[str, ...]] = {
+    Epsilon: ("epsilon",),
+    AlphaBeta: ("alpha", "beta"),
+    Gamma: ("gamma",),
+}
 
 
 @dataclass(frozen=True)
@@ -76,9 +81,9 @@ def rule_label(rule: Rule) -> str:
 def parse_method(spec: str) -> Method:
     """A method from its spec (see the module docstring); a ValueError names what is wrong.
 
-    A rule without parameters gives ``{"rule": NAME}`` (hyper-parameters from the caller's
-    options or the rule's defaults); with parameters, ``{"rule": Rule}`` built by
-    ``rules.parse_rule``. The label always shows the parameters the rule runs with.
+    A rule gives ``{"rule": NAME}`` plus the parameters the spec sets (``alphabeta:3`` sets
+    alpha=3, beta=2); without any, the caller's options or the rule's defaults apply. The label
+    always shows the parameters the rule runs with.
     """
     spec = spec.strip()
     head, _, rest = spec.partition(":")
@@ -98,9 +103,13 @@ def parse_method(spec: str) -> Method:
             f"unknown method {spec!r}; rules: {', '.join(sorted(set(RULES)))}; composites: "
             f"{', '.join(COMPOSITES)} (or composite:NAME); baselines: random, gradxinput"
         )
-    _floats(rest, spec)
+    values = _floats(rest, spec)
     rule = parse_rule(f"{key}:{rest}" if rest else key)
+    kwargs: dict[str, Any] = {"rule": rule.name}
     label = rule_label(rule)
-    if rest and type(rule) is ZBox:
+    if values and type(rule) is ZBox:
+        kwargs.update(zip(("low", "high"), values, strict=False))
         label += f":{rest}"
-    return Method(label, "lrp", {"rule": rule if rest else rule.name})
+    elif values:
+        kwargs.update({name: float(getattr(rule, name)) for name in _PARAMS[type(rule)]})
+    return Method(label, "lrp", kwargs)

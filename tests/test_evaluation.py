@@ -184,11 +184,11 @@ def test_blur_replaces_with_blurred_copy(setup):
     ev.perturbation_curve(
         rec, x[:1], exact[:1], targets[:1], region=H, steps=1, perturbation="blur", blur_sigma=1.0
     )
-    blurred = ev._gaussian_blur(x[0], 1.0)
+    blurred = ev.gaussian_blur(x[0], 1.0)
     np.testing.assert_allclose(rec.batches[0][1], blurred, rtol=1e-6)
     assert np.abs(blurred - x[0]).max() > 0.1
     # a constant image stays constant
-    np.testing.assert_allclose(ev._gaussian_blur(np.full((1, 6, 6), 0.3), 2.0), 0.3, rtol=1e-9)
+    np.testing.assert_allclose(ev.gaussian_blur(np.full((1, 6, 6), 0.3), 2.0), 0.3, rtol=1e-9)
 
 
 def test_bad_arguments(setup):
@@ -373,7 +373,7 @@ def test_zoo_mnist_end_to_end(tmp_path):
     if not ev.default_datasets_dir().joinpath("mnist.npz").is_file():
         pytest.skip("../shared/datasets/mnist.npz is absent")
     try:
-        path, entry = ev.resolve_model("mnist-lenet5")
+        path, entry = zoo.locate("mnist-lenet5")
     except Exception as error:  # model file not built yet
         pytest.skip(f"zoo model mnist-lenet5 unavailable: {error}")
     del zoo

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 from onnxlrp.errors import OnnxLrpError
+from onnxlrp.methods import DEFAULT_METHODS, parse_method
 
 HELP = """\
-methods (repeatable --method SPEC; --rule/--composite are shorthands):
-  epsilon[:E]  lrp0  zplus  wsquare  flat  zbox  gamma[:G]  alphabeta:A,B  composite:NAME[:E]
+methods (repeatable --method SPEC; --rule/--composite are shorthands), as every command spells them:
+  epsilon[:E] (eps)  lrp0  zplus  wsquare  flat  zbox  gamma[:G]  alphabeta:A,B  composite:NAME[:E]
   baselines added unless --baselines says otherwise: gradxinput (gradient x input, computed exactly
   as LRP-0 relevance; equal to it for piecewise-linear nets) and random (seeded).
   Without any method: epsilon:0.01 epsilon:0.1 epsilon:1 alphabeta:2,1 alphabeta:3,2
@@ -20,7 +21,7 @@ AOPC = mean over images of 1/(L+1) * sum_{k=0..L} f(x^0) - f(x^k), target = pred
 """
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate",
         help="AOPC of heatmaps by region perturbation (Samek et al. 2017)",
@@ -49,17 +50,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def method_specs(args) -> list[str]:
+def method_specs(args: argparse.Namespace) -> list[str]:
+    """The method specs of --method, --rule, --composite, --epsilon and --baselines, in that order."""
     specs = list(args.method)
     for rule in args.rule:
-        if rule == "epsilon" and args.epsilon:
+        if args.epsilon and _is_plain_epsilon(rule):
             specs += [f"epsilon:{e:g}" for e in args.epsilon]
         else:
             specs.append(rule)
     specs += [f"composite:{c}" for c in args.composite]
     if not specs:
-        from onnxlrp.evaluation import DEFAULT_METHODS
-
         specs = list(DEFAULT_METHODS)
         if args.epsilon:
             specs = [s for s in specs if not s.startswith("epsilon:")]
@@ -69,29 +69,42 @@ def method_specs(args) -> list[str]:
     return specs
 
 
-def run(args) -> int:
+def _is_plain_epsilon(spec: str) -> bool:
+    """Whether ``spec`` is the epsilon rule without a value (then --epsilon gives the values)."""
+    try:
+        return parse_method(spec).kwargs == {"rule": "epsilon"}
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
     from onnxlrp import evaluation as ev
+    from onnxlrp.datasets import load_dataset
+    from onnxlrp.zoo import locate
 
     try:
-        methods = [ev.parse_method(s) for s in method_specs(args)]
+        methods = [parse_method(s) for s in method_specs(args)]
     except ValueError as error:
         raise OnnxLrpError(str(error)) from error
-    path, zoo_model = ev.resolve_model(args.model)
-    x, labels, _ = ev.load_dataset(args.data, zoo_model, n=args.n, datasets_dir=args.datasets)
+    path, zoo_model = locate(args.model)
+    x, labels, _ = load_dataset(args.data, zoo_model, n=args.n, datasets_dir=args.datasets)
     model_name = Path(args.model).stem if args.model.endswith(".onnx") else args.model
     data_name = Path(args.data).stem if args.data.endswith(".npy") else args.data
     try:
-        result = ev.evaluate(
-            path,
-            x,
-            methods,
+        setup = ev.PerturbationSetup(
             region=args.region,
             steps=args.steps,
             perturbation=args.perturbation,
             order=args.order,
-            batch_size=args.batch_size,
             seed=args.seed,
             blur_sigma=args.blur_sigma,
+        )
+        result = ev.evaluate(
+            path,
+            x,
+            methods,
+            setup,
+            batch_size=args.batch_size,
             labels=labels,
             progress=not args.no_progress,
             model_name=model_name,

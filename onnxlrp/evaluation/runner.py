@@ -1,0 +1,124 @@
+"""A whole evaluation: every method's perturbation curves on one model and data set."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from onnxlrp.evaluation.heatmaps import method_region_scores
+from onnxlrp.evaluation.metrics import (
+    ForwardFn,
+    PerturbationSetup,
+    aopc,
+    data_range,
+    paired_difference,
+    perturbation_curve,
+    setup_from,
+)
+from onnxlrp.explaining import LogitSession, run_batched
+from onnxlrp.loading import ModelLike
+from onnxlrp.methods import BASELINES, DEFAULT_METHODS, Method
+
+
+@dataclass
+class EvaluationResult:
+    """Per method: curves [N, L+1]; with the settings used."""
+
+    model: str
+    data: str
+    curves: dict[str, np.ndarray]
+    settings: dict[str, Any]
+    accuracy: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def table(self, baseline: str = "random", steps: int | None = None) -> list[dict]:
+        """Rows: method, aopc, stderr, n, and (when ``baseline`` was run) the paired difference
+        to it per image, ``vs_<baseline>`` with its standard error (same images, same noise).
+        ``steps``: AOPC over the first L perturbations only."""
+        rows = []
+        base = self.curves.get(baseline)
+        for label, curves in self.curves.items():
+            mean, se = aopc(curves, steps)
+            row = {"method": label, "aopc": mean, "stderr": se, "n": int(curves.shape[0])}
+            if base is not None and base.shape == curves.shape:
+                d, d_se = paired_difference(curves, base, steps)
+                row[f"vs_{baseline}"], row[f"vs_{baseline}_stderr"] = d, d_se
+            rows.append(row)
+        return rows
+
+
+def evaluate(
+    model: ModelLike,
+    x: np.ndarray,
+    methods: Iterable[str | Method] = DEFAULT_METHODS + BASELINES,
+    setup: PerturbationSetup | None = None,
+    *,
+    batch_size: int = 1024,
+    labels: np.ndarray | None = None,
+    progress: bool = False,
+    model_name: str | None = None,
+    data_name: str = "",
+    forward_fn: ForwardFn | None = None,
+    targets: np.ndarray | None = None,
+    scores: dict[str, np.ndarray] | None = None,
+    **settings: Any,
+) -> EvaluationResult:
+    """Perturbation curves of every method on one model: returns an ``EvaluationResult``.
+
+    ``setup`` (or its fields as keywords: region=4, steps=16, ...) says how inputs are perturbed.
+    One forward session of the model (its logits, ``LogitSession``) is built once and serves every
+    method, unless ``forward_fn`` is given; the targets are the clean images' predicted classes unless
+    given. The box bounds of zbox/epsilon-gamma-box are the data's global min and max. ``scores``
+    (label -> [N, R], from ``method_region_scores``) skips the relevance computation.
+    """
+    setup = setup_from(setup, settings)
+    forward = forward_fn if forward_fn is not None else LogitSession(model)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if targets is None:
+        targets = run_batched(lambda xb: {"logits": forward(xb)}, x, batch_size)["logits"].argmax(axis=1)
+    targets = np.asarray(targets, dtype=np.int64)
+    if setup.value_range is None:
+        setup = setup.replace(value_range=data_range(x))
+    low, high = float(np.min(setup.value_range[0])), float(np.max(setup.value_range[1]))
+    notes: list[str] = []
+    if scores is None:
+        scores, notes = method_region_scores(
+            model, x, targets, methods, region=setup.region, batch_size=min(batch_size, 256),
+            seed=setup.seed, low=low, high=high, progress=progress,
+        )  # fmt: skip
+    done: dict[int, np.ndarray] = {}
+    curves: dict[str, np.ndarray] = {}
+    for label, sc in scores.items():
+        if id(sc) not in done:  # the same relevance gives the same curves: computed once
+            done[id(sc)] = perturbation_curve(
+                forward, x, sc, targets, setup, batch_size=batch_size, progress=progress, desc=label
+            )
+        curves[label] = done[id(sc)]
+    accuracy = float((targets == labels).mean()) if labels is not None else None
+    return EvaluationResult(
+        model=model_name or (os.fspath(model) if isinstance(model, (str, os.PathLike)) else "model"),
+        data=data_name,
+        curves=curves,
+        settings=_settings(setup, curves, len(x)),
+        accuracy=accuracy,
+        notes=notes,
+    )
+
+
+def _settings(setup: PerturbationSetup, curves: dict[str, np.ndarray], n: int) -> dict[str, Any]:
+    """The settings recorded with a result (aopc.json's "settings")."""
+    return {
+        "region": setup.region,
+        "steps": int(next(iter(curves.values())).shape[1] - 1) if curves else setup.steps,
+        "perturbation": setup.perturbation,
+        "order": setup.order,
+        "seed": setup.seed,
+        "n": n,
+        "value_range": [np.asarray(v).tolist() for v in setup.value_range],
+        "blur_sigma": setup.sigma if setup.perturbation == "blur" else None,
+        "target": "predicted class of the clean image",
+    }
