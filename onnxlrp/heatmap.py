@@ -226,7 +226,7 @@ def _fit_tile(rgb: np.ndarray, size: int) -> np.ndarray:
     h, w = rgb.shape[:2]
     scale = size / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    img = Image.fromarray(to_uint8(rgb), mode="RGB").resize((nw, nh), Image.NEAREST)
+    img = Image.fromarray(to_uint8(rgb), mode="RGB").resize((nw, nh), Image.Resampling.NEAREST)
     out = np.full((size, size, 3), 255, dtype=np.uint8)
     top, left = (size - nh) // 2, (size - nw) // 2
     out[top : top + nh, left : left + nw] = np.asarray(img)
@@ -321,7 +321,7 @@ def render_panels(
     if share_scale:
         pool = [a.ravel() for r in rows for kind, a, _ in r if kind == "heat"]
         shared = symmetric_vmax(np.concatenate(pool), percentile) if pool else 1.0
-    cells = [
+    cells: list[list[tuple[np.ndarray, str] | None]] = [
         [
             (_as_rgb(a) if kind == "image" else colorize(a, shared, percentile), label)
             for kind, a, label in row

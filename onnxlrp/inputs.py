@@ -61,7 +61,7 @@ def preprocess(handle: ModelHandle, image: np.ndarray) -> np.ndarray:
     pil = Image.fromarray(image)
     pil = pil.convert("L" if c == 1 else "RGB")
     if h > 0 and w > 0 and pil.size != (w, h):
-        pil = pil.resize((w, h), Image.BILINEAR)
+        pil = pil.resize((w, h), Image.Resampling.BILINEAR)
     arr = np.asarray(pil, dtype=np.float32) / 255.0
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     return arr[None]
@@ -115,7 +115,8 @@ def load_inputs(
         return Inputs(x=x, names=out_names, raw=[None] * len(out_names))
     if handle is None:
         raise InputError(f"{files[0]}: image files need a model for their preprocessing")
-    xs, names, raws = [], [], []
+    xs, names = [], []
+    raws: list[np.ndarray | None] = []
     for path in files:
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise InputError(f"{path}: not an image (PNG/JPEG) or .npy file")

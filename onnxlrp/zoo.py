@@ -107,7 +107,7 @@ def _pil_to_array(im, mode: str, width: int, height: int) -> np.ndarray:
 
     im = im.convert(mode)
     if im.size != (width, height):
-        im = im.resize((width, height), Image.BILINEAR)
+        im = im.resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(im, dtype=np.uint8)
 
 
@@ -133,7 +133,7 @@ def _array_batch(a: np.ndarray, mode: str, width: int, height: int) -> np.ndarra
             item = np.asarray(Image.fromarray(np.clip(item, 0, 255).astype(np.uint8)).convert(mode))
         if item.shape[:2] != (height, width):
             pil = Image.fromarray(np.clip(item, 0, 255).astype(np.uint8))
-            item = np.asarray(pil.resize((width, height), Image.BILINEAR))
+            item = np.asarray(pil.resize((width, height), Image.Resampling.BILINEAR))
         out.append(np.asarray(item))
     return np.stack(out)
 

@@ -8,7 +8,7 @@ from typing import Any
 from onnxlrp.composites import COMPOSITES
 from onnxlrp.errors import OnnxLrpError
 from onnxlrp.methods import parse_method
-from onnxlrp.rules import RULES, parse_rule
+from onnxlrp.rules import RULES, Rule, parse_rule
 
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +46,8 @@ def compile_options(args: argparse.Namespace) -> dict[str, Any]:
         options.update(rule_options(args.rule))
     if args.first_rule:
         options["first_rule"] = args.first_rule
-    by_type, by_name = {}, {}
+    by_type: dict[str, Rule] = {}
+    by_name: dict[str, Rule] = {}
     for item in args.layer_rule:
         key, sep, spec = item.partition("=")
         if not sep:

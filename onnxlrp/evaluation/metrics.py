@@ -82,7 +82,7 @@ def region_relevance(relevance: np.ndarray, region: int) -> np.ndarray:
     ids, n_regions = region_map(h, w, region)
     per_pixel = relevance.astype(np.float64).sum(axis=1).reshape(n, h * w)
     out = np.zeros((n, n_regions), dtype=np.float64)
-    np.add.at(out, (slice(None), ids.reshape(-1)), per_pixel)
+    np.add.at(out, (slice(None), ids.reshape(-1)), per_pixel)  # type: ignore[arg-type]
     return out
 
 

@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ def plot_json(json_paths: Sequence[str | os.PathLike], path: str | os.PathLike) 
     results = []
     for jp in json_paths:
         doc = json.loads(Path(jp).read_text())
-        curves = {}
+        curves: dict[str, np.ndarray] = {}
         for label, mean_curve in doc["mean_curves"].items():
             row = next(r for r in doc["aopc"] if r["method"] == label)
             curves[label] = _SummaryCurves(np.asarray(mean_curve), row["aopc"], row["stderr"])
@@ -102,6 +103,7 @@ def write_results(
         for k in range(len(next(iter(mean_curves.values()), []))):
             fh.write(f"{k}," + ",".join(f"{mean_curves[lb][k]:.6g}" for lb in labels) + "\n")
     paths["per_image"] = out / f"{stem}_per_image.npz"
-    np.savez_compressed(paths["per_image"], **{k: v.astype(np.float32) for k, v in result.curves.items()})
+    per_image: dict[str, Any] = {k: v.astype(np.float32) for k, v in result.curves.items()}
+    np.savez_compressed(paths["per_image"], **per_image)
     paths["png"] = plot_curves(result, out / f"{stem}.png")
     return paths

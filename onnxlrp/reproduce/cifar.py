@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +67,7 @@ def cifar_figures(
     by_share = np.argsort(-mean_share, kind="stable")
     objects = [int(cand[k]) for k in by_share[: st.n_object]]
     background = int(cand[by_share[-1]])
-    criterion = {
+    criterion: dict[str, Any] = {
         "model": model,
         "layer": pool,
         "layer_units": int(shape[0]),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,13 +47,14 @@ class Settings:
     candidates: int = 24  # units whose inside share is computed
     class_images: int = 5  # horses / cars in Fig. 8
     n_object: int = 3  # object neurons shown
-    neuron_rule: dict = field(default_factory=lambda: dict(NEURON_RULE))
+    neuron_rule: dict[str, Any] = field(default_factory=lambda: dict(NEURON_RULE))
     batch_size: int = 256
-    log: object = print
+    log: Callable[[str], object] = print
     figures: list[Figure] = field(default_factory=list)
 
     @classmethod
-    def make(cls, quick: bool, seed: int = 0, log=print) -> Settings:
+    def make(cls, quick: bool, seed: int = 0, log: Callable[[str], object] = print) -> Settings:
+        """The full settings, or the quick ones (fewer images, for tests)."""
         if quick:
             return cls(
                 quick=True,
