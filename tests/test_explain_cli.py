@@ -14,7 +14,7 @@ from PIL import Image
 import onnxlrp
 from onnxlrp import heatmap
 from onnxlrp.cli import main
-from onnxlrp.cli.explain_cmd import safe_name
+from onnxlrp.explanations import safe_name
 
 ROOT = Path(__file__).resolve().parent.parent
 HAVE_ZOO = (ROOT / "zoo" / "manifest.json").is_file()

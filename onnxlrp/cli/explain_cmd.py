@@ -32,34 +32,14 @@ The relevance graph runs once for the whole batch (in chunks of --batch-size for
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import sys
 from pathlib import Path
 
-import numpy as np
-
 from onnxlrp import augment as aug
-from onnxlrp import heatmap
 from onnxlrp.cli.options import add_model_argument, add_rule_arguments, compile_options
 from onnxlrp.errors import OnnxLrpError
-from onnxlrp.explaining import (
-    ModelHandle,
-    compile_session,
-    describe_rule,
-    explain_options,
-    load_model,
-    neuron_relevance,
-    parse_neuron,
-    run_batched,
-    tensor_shapes,
-)
+from onnxlrp.explaining import explain_options, load_model
+from onnxlrp.explanations import FolderOptions, write_explanations
 from onnxlrp.inputs import load_inputs
-
-
-def safe_name(text: str) -> str:
-    """``text`` as a file-name part: runs of other characters than [A-Za-z0-9._-] become '_'."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "t"
 
 
 # ----------------------------------------------------------------------------- the command
@@ -104,103 +84,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def neuron_maps(
-    handle: ModelHandle, x: np.ndarray, specs: list[str], ckw: dict, batch_size: int
-) -> dict[str, tuple[str, tuple[int, ...], np.ndarray]]:
-    """Per --neuron spec: (tensor, index, input relevance [N, C, H, W]); one compile per tensor."""
-    by_tensor: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
-    for spec in specs:
-        tensor, index = parse_neuron(spec)
-        by_tensor.setdefault(tensor, []).append((spec, index))
-    found = {}
-    for tensor, items in by_tensor.items():
-        shape = tensor_shapes(handle, x, [tensor])[tensor]
-        session = compile_session(handle, ckw, start=tensor)
-        maps = neuron_relevance(session, x, shape, [i for _, i in items], batch_size)
-        for k, (spec, index) in enumerate(items):
-            found[spec] = (tensor, index, maps[:, k])
-    return found
-
-
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     try:
         augmentations = aug.parse_augmentations(args.augment)
     except ValueError as error:
         raise OnnxLrpError(str(error)) from error
     handle = load_model(args.model)
     inputs = load_inputs(handle, args.images, augmentations, args.hue_shift)
-    ckw = explain_options(compile_options(args))
-    rule_text = describe_rule(ckw)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    n = inputs.x.shape[0]
-    target = None if args.target is None else np.full(n, args.target, dtype=np.int64)
-
-    session = compile_session(handle, ckw, expose=args.layer)
-    result = run_batched(session.run, inputs.x, batch_size=args.batch_size, target=target)
-    logits = np.asarray(result[handle.output]).reshape(n, -1)
-    relevance = result["relevance"]
-    predicted = logits.argmax(axis=1)
-    targets = predicted if target is None else target
-
-    neurons = neuron_maps(handle, inputs.x, args.neuron, ckw, args.batch_size)
-    summary: dict = {"model": handle.name, "rule": rule_text, "inputs": []}
-    progress = tqdm(total=n, desc="explain", unit="input", disable=args.quiet or n < 4, file=sys.stderr)
-    for i, name in enumerate(inputs.names):
-        files = []
-        t = int(targets[i])
-        title = (
-            f"{handle.name}: {name} — predicted {handle.class_name(predicted[i])}, "
-            f"target {handle.class_name(t)} (logit {logits[i, t]:.3g})\nrule: {rule_text}"
-        )
-        display = heatmap.display_image(inputs.x[i], handle.low, handle.high)
-        np.save(out / f"{name}.npy", relevance[i])
-        heatmap.render_explanation(
-            out / f"{name}.png", display, heatmap.channel_sum(relevance[i]), title, percentile=args.percentile
-        )
-        files += [f"{name}.png", f"{name}.npy"]
-        for tensor in args.layer:
-            layer_rel = result[f"relevance:{tensor}"][i]
-            stem = f"{name}.layer-{safe_name(tensor)}"
-            np.save(out / f"{stem}.npy", layer_rel)
-            maps = layer_rel if layer_rel.ndim == 3 else layer_rel.reshape(layer_rel.shape[0], 1, -1)
-            heatmap.render_grid(
-                out / f"{stem}.png",
-                list(maps),
-                f"{handle.name}: {name}, relevance at {tensor} per channel (target "
-                f"{handle.class_name(t)}, {rule_text})",
-                labels=[f"ch {c}: {maps[c].sum():.2g}" for c in range(maps.shape[0])],
-                percentile=args.percentile,
-            )
-            files += [f"{stem}.png", f"{stem}.npy"]
-        for tensor, index, maps in neurons.values():
-            index_text = ",".join(map(str, index))
-            stem = f"{name}.neuron-{safe_name(tensor)}-{index_text.replace(',', '_')}"
-            np.save(out / f"{stem}.npy", maps[i])
-            which = f"channel {index[0]} (all positions)" if len(index) == 1 else f"unit [{index_text}]"
-            heatmap.render_explanation(
-                out / f"{stem}.png",
-                display,
-                heatmap.channel_sum(maps[i]),
-                f"{handle.name}: {name} — relevance 1 at {tensor} {which}, propagated to the input\n"
-                f"predicted {handle.class_name(predicted[i])}; rule: {rule_text}",
-                percentile=args.percentile,
-            )
-            files += [f"{stem}.png", f"{stem}.npy"]
-        summary["inputs"].append(
-            {
-                "name": name,
-                "predicted": int(predicted[i]),
-                "target": t,
-                "logit": float(logits[i, t]),
-                "relevance_sum": float(relevance[i].sum()),
-                "files": files,
-            }
-        )
-        progress.update(1)
-    progress.close()
-    (out / "explain.json").write_text(json.dumps(summary, indent=1))
-    print(f"wrote {n} explanation(s) to {out}/")
+    options = FolderOptions(
+        layers=args.layer,
+        neurons=args.neuron,
+        target=args.target,
+        percentile=args.percentile,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    write_explanations(handle, inputs, explain_options(compile_options(args)), args.out, options)
+    print(f"wrote {inputs.x.shape[0]} explanation(s) to {Path(args.out)}/")
     return 0
