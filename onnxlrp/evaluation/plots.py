@@ -62,13 +62,15 @@ def plot_json(json_paths: Sequence[str | os.PathLike], path: str | os.PathLike) 
 class _SummaryCurves(np.ndarray):
     """A mean curve standing in for per-image curves in plot_curves (carries its AOPC and SE)."""
 
-    def __new__(cls, mean_curve, aopc_value, stderr):
+    aopc_se: tuple[float, float]
+
+    def __new__(cls, mean_curve: np.ndarray, aopc_value: float, stderr: float) -> _SummaryCurves:
         obj = np.asarray(mean_curve, dtype=np.float64)[None, :].view(cls)
         obj.aopc_se = (aopc_value, stderr)
         return obj
 
-    def __array_finalize__(self, obj):
-        self.aopc_se = getattr(obj, "aopc_se", None)
+    def __array_finalize__(self, obj: object) -> None:
+        self.aopc_se = getattr(obj, "aopc_se", (float("nan"), float("nan")))
 
 
 def write_results(
