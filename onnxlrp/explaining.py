@@ -94,7 +94,7 @@ def logit_model(model: ModelLike, output: str | None = None) -> onnx.ModelProto:
     Softmax/LogSoftmax cut off (``compiler.explained_tensor``)."""
     from onnx import helper
 
-    from onnxlrp.compiler import explained_tensor
+    from onnxlrp.analysis import explained_tensor
     from onnxlrp.graph import analyse
 
     proto = onnx.ModelProto()
