@@ -67,10 +67,7 @@ def mnist_figures(
     )
     # Fig. 2b: a 9 explained for the virtual class 4
     i9 = first(9)
-    res9 = rel.explain(strong, np.repeat(x[i9 : i9 + 1], 2, 0), EPSILON, target=[9, 4])
-    row = [("image", _disp(strong, x[i9]), f"input #{i9} (label 9)")]
-    for j, k in enumerate((9, 4)):
-        row.append(("heat", _heat(res9["relevance"][j]), f"class {k}: logit {res9[strong.output][j, k]:.2f}"))
+    row = class_pair_row(rel, strong, x[i9], (9, 4), f"input #{i9} (label 9)")
     _save(
         out,
         st,
@@ -83,10 +80,7 @@ def mnist_figures(
     )
     # Fig. 3: the ambiguous 3/5 digit
     i35, gap = ambiguous_35(labels, logits)
-    res35 = rel.explain(strong, np.repeat(x[i35 : i35 + 1], 2, 0), EPSILON, target=[3, 5])
-    row = [("image", _disp(strong, x[i35]), f"#{i35} label {labels[i35]}, pred {pred[i35]}")]
-    for j, k in enumerate((3, 5)):
-        row.append(("heat", _heat(res35["relevance"][j]), f"class {k}: logit {logits[i35, k]:.2f}"))
+    row = class_pair_row(rel, strong, x[i35], (3, 5), f"#{i35} label {labels[i35]}, pred {pred[i35]}")
     _save(
         out,
         st,
@@ -153,6 +147,17 @@ def mnist_figures(
                     )
                 )
     st.log(f"MNIST figures done ({source})")
+
+
+def class_pair_row(
+    rel: Relevance, handle: ModelHandle, x: np.ndarray, classes: tuple[int, int], caption: str
+) -> list[tuple[str, np.ndarray, str]]:
+    """One input ``x`` [C, H, W] and its heatmaps (epsilon) for each of two classes, with their logits."""
+    res = rel.explain(handle, np.repeat(x[None], 2, 0), EPSILON, target=list(classes))
+    row = [("image", _disp(handle, x), caption)]
+    for j, k in enumerate(classes):
+        row.append(("heat", _heat(res["relevance"][j]), f"class {k}: logit {res[handle.output][j, k]:.2f}"))
+    return row
 
 
 def ambiguous_35(labels: np.ndarray, logits: np.ndarray) -> tuple[int, float]:
