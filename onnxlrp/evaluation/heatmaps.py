@@ -13,14 +13,7 @@ from onnxlrp.evaluation.metrics import RANDOM, ForwardFn, region_relevance
 from onnxlrp.explaining import run_batched
 from onnxlrp.loading import ModelLike, load_model
 from onnxlrp.methods import Method, parse_method
-
-# Ops through which LRP-0 relevance equals gradient x input exactly (see gradient_x_input_ok).
-_PIECEWISE_LINEAR_OPS = {
-    "Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "BatchNormalization",
-    "Relu", "LeakyRelu", "PRelu", "MaxPool", "GlobalMaxPool", "AveragePool", "GlobalAveragePool",
-    "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Concat",
-    "Softmax", "LogSoftmax", "Constant", "Shape", "Gather", "Slice", "Cast", "Pad",
-}  # fmt: skip
+from onnxlrp.ops import has_fact
 
 
 def gradient_x_input_ok(model: ModelLike) -> list[str]:
@@ -32,7 +25,7 @@ def gradient_x_input_ok(model: ModelLike) -> list[str]:
     by induction from the top, R_a = a * df/da at every tensor, since a ReLU's R/z = [z > 0] * df/da.
     """
     proto = load_model(model)
-    return sorted({n.op_type for n in proto.graph.node if n.op_type not in _PIECEWISE_LINEAR_OPS})
+    return sorted({n.op_type for n in proto.graph.node if not has_fact(n.op_type, "piecewise_linear")})
 
 
 def random_relevance(shape: Sequence[int], seed: int = 0, index_offset: int = 0) -> np.ndarray:

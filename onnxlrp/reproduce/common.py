@@ -15,6 +15,7 @@ from onnxlrp.datasets import CifarJpeg, dataset_file
 from onnxlrp.errors import OnnxLrpError
 from onnxlrp.explaining import ModelHandle, compile_session, neuron_relevance, run_batched
 from onnxlrp.inputs import read_image
+from onnxlrp.ops import has_fact
 
 MNIST_STRONG, MNIST_WEAK = "mnist-lenet5", "mnist-lenet5-weak"
 CIFAR_MODELS = ("cifar10-paper", "cifar10-resnet")
@@ -117,9 +118,6 @@ def conv_outputs(handle: ModelHandle) -> list[str]:
     return [n.output[0] for n in handle.model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
 
 
-POOL_OPS = ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool")
-
-
 def pool_after(handle: ModelHandle, tensor: str) -> str | None:
     """The output of the first pooling node downstream of ``tensor`` through single-input
     pass-through ops (Relu, ...), or None."""
@@ -133,7 +131,7 @@ def pool_after(handle: ModelHandle, tensor: str) -> str | None:
         if len(nodes) != 1:
             return None
         node = nodes[0]
-        if node.op_type in POOL_OPS:
+        if has_fact(node.op_type, "pool"):
             return node.output[0]
         if node.op_type not in ("Relu", "LeakyRelu", "Dropout", "Identity", "Sigmoid", "Tanh"):
             return None
@@ -142,7 +140,7 @@ def pool_after(handle: ModelHandle, tensor: str) -> str | None:
 
 
 def last_pool_output(handle: ModelHandle) -> str:
-    pools = [n.output[0] for n in handle.model.graph.node if n.op_type in POOL_OPS]
+    pools = [n.output[0] for n in handle.model.graph.node if has_fact(n.op_type, "pool")]
     if not pools:
         raise OnnxLrpError(f"{handle.name}: no pooling layer")
     return pools[-1]
