@@ -7,7 +7,8 @@ every decision the float32 forward took pinned from onnxruntime's own run of the
   from onnxruntime's float32 tensors (0 where x = 0), a constant. For ReLU nets this is the ordinary
   gradient with the float32 gates; for smooth activations it is the identity rule (LXT's f(x)/x).
 - max pooling: the winners are onnxruntime's float32 argmax (first maximum in row-major order);
-- a Sigmoid/HardSigmoid read only by products is a gate: its float32 value, a constant.
+- a Sigmoid/HardSigmoid read only by products is a gate: its float32 value, a constant;
+- an activation's QuantizeLinear -> DequantizeLinear round trip: like an activation, y = x * c.
 
 For such a piecewise-linear network LRP-0 (relevance through activations unchanged, gates as
 weights, winner-take-all max pooling, residual sums proportional) equals gradient x input of the
@@ -136,15 +137,27 @@ def linearised_forward(model: onnx.ModelProto, x32: np.ndarray, x: torch.Tensor)
         constant = ort_values[name]
         return torch.from_numpy(constant.astype(np.float64)) if constant.dtype.kind == "f" else constant
 
+    quantized_from: dict[str, str] = {}  # QuantizeLinear output -> its float input
     for node in graph.node:
         attrs = _attrs(node)
         outputs32 = [ort_values[o] for o in node.output if o]
-        if not any(name in dynamic for name in node.input) or outputs32[0].dtype.kind != "f":
-            continue  # constants and shape arithmetic: onnxruntime's values
-        ins = [value(name) if name else None for name in node.input]
         op = node.op_type
-        if op in ACTIVATIONS:
-            x_in, y32 = ort_values[node.input[0]], outputs32[0]
+        if op == "QuantizeLinear" and node.input[0] in dynamic:
+            values[node.output[0]] = values[node.input[0]]  # the round trip is resolved at the DQ
+            quantized_from[node.output[0]] = node.input[0]
+            dynamic.add(node.output[0])
+            continue
+        if (
+            not any(name in dynamic for name in node.input)
+            or not isinstance(outputs32[0], np.ndarray)
+            or outputs32[0].dtype.kind != "f"
+        ):
+            continue  # constants, shape arithmetic, labels and maps: onnxruntime's values
+        ins = [value(name) if name else None for name in node.input]
+        if op in ACTIVATIONS or op == "DequantizeLinear":
+            # a Q -> DQ round trip of an activation is one more element-wise function of it
+            x_in = ort_values[quantized_from.get(node.input[0], node.input[0])]
+            y32 = outputs32[0]
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = np.where(x_in != 0, y32.astype(np.float64) / x_in, 0.0)
             out = [ins[0] * torch.from_numpy(ratio)]
