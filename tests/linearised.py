@@ -8,7 +8,8 @@ every decision the float32 forward took pinned from onnxruntime's own run of the
   gradient with the float32 gates; for smooth activations it is the identity rule (LXT's f(x)/x).
 - max pooling: the winners are onnxruntime's float32 argmax (first maximum in row-major order);
 - a Sigmoid/HardSigmoid read only by products is a gate: its float32 value, a constant;
-- an activation's QuantizeLinear -> DequantizeLinear round trip: like an activation, y = x * c.
+- an activation's QuantizeLinear -> DequantizeLinear round trip: like an activation, y = x * c;
+- Instance/GroupNormalization: the float32 run's per-sample statistics, held constant.
 
 For such a piecewise-linear network LRP-0 (relevance through activations unchanged, gates as
 weights, winner-take-all max pooling, residual sums proportional) equals gradient x input of the
@@ -186,6 +187,19 @@ def linearised_forward(model: onnx.ModelProto, x32: np.ndarray, x: torch.Tensor)
             shape = (1, -1) + (1,) * (ins[0].ndim - 2)
             scale = ins[1] / torch.sqrt(ins[4] + attrs.get("epsilon", 1e-5))
             out = [(ins[0] - ins[3].reshape(shape)) * scale.reshape(shape) + ins[2].reshape(shape)]
+        elif op in ("InstanceNormalization", "GroupNormalization"):
+            # the per-sample statistics of the float32 input, held constant
+            x32 = ort_values[node.input[0]].astype(np.float64)
+            groups = x32.shape[1] if op == "InstanceNormalization" else attrs["num_groups"]
+            grouped = x32.reshape(x32.shape[0], groups, -1)
+            mean, var = grouped.mean(-1, keepdims=True), grouped.var(-1, keepdims=True)
+            inverse = 1 / np.sqrt(var + attrs.get("epsilon", 1e-5))
+            repeat = x32.shape[1] // groups
+            shape = (x32.shape[0], x32.shape[1]) + (1,) * (x32.ndim - 2)
+            mean_c = torch.from_numpy(np.repeat(mean, repeat, axis=1).reshape(shape))
+            inverse_c = torch.from_numpy(np.repeat(inverse, repeat, axis=1).reshape(shape))
+            channel = (1, -1) + (1,) * (x32.ndim - 2)
+            out = [(ins[0] - mean_c) * inverse_c * ins[1].reshape(channel) + ins[2].reshape(channel)]
         elif op == "MaxPool":
             out = [_max_pool(ins[0], ort_values[node.input[0]], attrs)]
         elif op == "AveragePool":

@@ -8,10 +8,14 @@ import numpy as np
 import onnx
 import pytest
 import reference
+import torch
+from linearised import gradient_x_input
 from onnx import TensorProto, helper, numpy_helper
+from torch import nn
 
 import onnxlrp
 from onnxlrp import rules
+from onnxlrp.errors import OnnxLrpError
 
 RULES = [
     (rules.Epsilon(0.5), ("epsilon", 0.5)),
@@ -19,6 +23,7 @@ RULES = [
     (rules.AlphaBeta(2.0, 1.0), ("alphabeta", 2.0, 1.0)),
     (rules.ZPlus(), ("zplus",)),
     (rules.Flat(), ("flat",)),
+    (rules.Gamma(0.25), ("gamma", 0.25)),
 ]
 
 
@@ -51,17 +56,12 @@ def _coefficients(x: np.ndarray, groups: int, scale: np.ndarray, bias: np.ndarra
 
 
 def _check(model, x, a, c):
-    np.testing.assert_allclose(
-        onnxlrp.RelevanceSession(onnxlrp.compile(model, rule="lrp0")).run(x)["y"],
-        a * x + c,
-        rtol=1e-4,
-        atol=1e-5,
-    )
+    z = a * x + c
     for rule, reference_rule in RULES:
         session = onnxlrp.RelevanceSession(onnxlrp.compile(model, rule=rule, start="y"))
-        z = a * x + c
         seed = z * np.random.default_rng(1).uniform(0.5, 1.5, z.shape) * (np.abs(z) >= 0.1 * np.abs(z).max())
-        got = session.run(x, relevance_seed=seed.astype(np.float32))["relevance"]
+        out = session.run(x, relevance_seed=seed.astype(np.float32))
+        np.testing.assert_allclose(out["y"], z, rtol=1e-4, atol=1e-5)  # the statistics are the layer's
         want = np.concatenate(
             [
                 reference.elementwise_affine_lrp(
@@ -70,7 +70,7 @@ def _check(model, x, a, c):
                 for i in range(len(x))
             ]
         )
-        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), reference_rule
+        assert np.abs(out["relevance"] - want).max() <= 1e-5 * np.abs(want).max(), reference_rule
 
 
 def test_instance_normalization_is_an_affine_layer_with_per_sample_statistics():
@@ -82,15 +82,55 @@ def test_instance_normalization_is_an_affine_layer_with_per_sample_statistics():
     _check(model, x, a, c)
 
 
-@pytest.mark.parametrize("opset", [18, 21])
-def test_group_normalization_is_an_affine_layer_with_per_sample_statistics(opset):
-    """Opset 18 scales per group, opset 21 per channel."""
+def test_group_normalization_is_an_affine_layer_with_per_sample_statistics():
+    """Opset 21's GroupNormalization, scale and bias per channel (onnx's checker rejects opset 18's)."""
     rng = np.random.default_rng(0)
     x = rng.normal(-0.2, 1.0, (2, 6, 4, 5)).astype(np.float32)
-    groups = 3
-    size = groups if opset == 18 else 6
-    scale, bias = rng.uniform(0.5, 1.5, size), rng.uniform(-0.5, 0.5, size)
-    model = _model("GroupNormalization", x.shape, {"scale": scale, "bias": bias}, opset, num_groups=groups)
-    per_channel = (np.repeat(scale, 2), np.repeat(bias, 2)) if opset == 18 else (scale, bias)
-    a, c = _coefficients(x, groups, *per_channel, 1e-5)
+    scale, bias = rng.uniform(0.5, 1.5, 6), rng.uniform(-0.5, 0.5, 6)
+    model = _model("GroupNormalization", x.shape, {"scale": scale, "bias": bias}, 21, num_groups=3)
+    a, c = _coefficients(x, 3, scale, bias, 1e-5)
     _check(model, x, a, c)
+
+
+def test_wsquare_is_refused_on_per_sample_weights():
+    x_shape = (1, 4, 3, 3)
+    inits = {"scale": np.ones(4), "B": np.zeros(4)}
+    model = _model("InstanceNormalization", x_shape, inits, 17)
+    with pytest.raises(OnnxLrpError, match="w\\^2"):
+        onnxlrp.compile(model, rule="wsquare", start="y")
+
+
+class _Normalised(nn.Module):
+    def __init__(self, instance: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        # torch exports GroupNorm's affine part as a separate Mul and Add of constants, whose Add the
+        # compiler passes relevance through unchanged (no bias leak), unlike gradient x input
+        self.norm = nn.InstanceNorm2d(8, affine=True) if instance else nn.GroupNorm(4, 8, affine=False)
+        self.head = nn.Linear(8 * 6 * 6, 5)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.norm(self.conv(x))).flatten(1))
+
+
+@pytest.mark.parametrize("instance", [True, False])
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_exported_norm_layers_equal_gradient_x_input_with_statistics_held(instance, dynamo, tmp_path):
+    """torch's InstanceNorm2d and GroupNorm as both exporters write them (GroupNorm as Reshape,
+    InstanceNormalization over the groups, Reshape): LRP-0 equals gradient x input with the statistics
+    held constant."""
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    module = _Normalised(instance).eval()
+    with torch.no_grad():
+        for parameter in module.norm.parameters():
+            parameter.uniform_(0.5, 1.5)
+    path = tmp_path / "norm.onnx"
+    torch.onnx.export(module, (torch.zeros(1, 3, 6, 6),), str(path), dynamo=dynamo, verbose=False)
+    model = onnx.load(str(path))
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 6, 6)).astype(np.float32)
+    out = onnxlrp.RelevanceSession(onnxlrp.compile(model, rule="lrp0")).run(x, target=[1, 4])
+    for i, target in enumerate((1, 4)):
+        want, _ = gradient_x_input(model, x[i : i + 1], target)
+        assert np.abs(out["relevance"][i : i + 1] - want).max() <= 1e-5 * np.abs(want).max()

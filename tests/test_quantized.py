@@ -2,8 +2,10 @@
 
 QDQ form (QuantizeLinear/DequantizeLinear around every Conv, Gemm, MaxPool, Add): the relevance graph's
 forward part is the quantized model's own computation (its logits equal the quantized model's bit for
-bit), the weights behind DequantizeLinear are the layers' weights, an activation's Q -> DQ round trip
-passes relevance like an activation, and relevance stays float32. The reference is float64 gradient x
+bit as onnxruntime runs the QDQ graph without graph optimisations, the ONNX semantics; with them it
+fuses int8 kernels whose requantisation rounds differently now and then), the weights behind
+DequantizeLinear are the layers' weights, an activation's Q -> DQ round trip passes relevance like an
+activation, and relevance stays float32. The reference is float64 gradient x
 input over the QDQ graph with onnxruntime's decisions pinned (linearised.py: the round trip is an
 element-wise function y = x * DQ(Q(x)) / x, like the identity rule for activations), which LRP-0 must
 equal; the float model's relevance must correlate closely with the quantized model's.
@@ -57,19 +59,22 @@ def quantize(path: Path, out: Path, operator_form: bool = False, per_channel: bo
 
 
 def _ort_logits(path: Path, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    """The model's outputs sample by sample (a fixed-batch export), without graph optimisations."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
 
 
-def _float_models(tmp_path: Path) -> list[tuple[str, Path, int]]:
-    models = [
-        ("resnet18", export(build("torchvision", "resnet18"), 32, tmp_path / "resnet18.onnx", False), 32)
-    ]
+def _float_models(tmp_path: Path) -> list[tuple[str, Path, bool]]:
+    """(name, float model, trained): a random-weight torchvision ResNet-18 and the trained zoo models."""
+    resnet = export(build("torchvision", "resnet18"), 32, tmp_path / "resnet18.onnx", False)
+    models = [("resnet18", resnet, False)]
     manifest = ZOO / "manifest.json"
     if manifest.exists():
-        entry = json.loads(manifest.read_text())["models"]["mnist-lenet5"]
-        models.append(("mnist-lenet5", ZOO / entry["file"], 32))
+        entries = json.loads(manifest.read_text())["models"]
+        models += [(name, ZOO / entries[name]["file"], True) for name in ("mnist-lenet5", "cifar10-resnet")]
     return models
 
 
@@ -80,16 +85,19 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_qdq_models_are_explained_as_deployed(per_channel, tmp_path):
-    for name, float_path, size in _float_models(tmp_path):
+    for name, float_path, trained in _float_models(tmp_path):
         qdq_path = quantize(float_path, tmp_path / f"{name}.qdq.onnx", per_channel=per_channel)
-        channels = onnx.load(str(float_path)).graph.input[0].type.tensor_type.shape.dim[1].dim_value
-        x = np.random.default_rng(0).uniform(-1, 1, (3, channels, size, size)).astype(np.float32)
+        dims = onnx.load(str(float_path)).graph.input[0].type.tensor_type.shape.dim[1:]
+        x = np.random.default_rng(0).uniform(-1, 1, (3, *(d.dim_value for d in dims))).astype(np.float32)
         quantized_logits = _ort_logits(qdq_path, x)
         targets = quantized_logits.argmax(1)
 
-        relevance_model = onnxlrp.compile(qdq_path, rule="lrp0")
-        out = onnxlrp.RelevanceSession(relevance_model).run(x, target=targets)
+        session = onnxlrp.RelevanceSession(onnxlrp.compile(qdq_path, rule="lrp0"))
         output_name = onnx.load(str(qdq_path)).graph.output[0].name
+        # one sample at a time, as the quantized model runs: float accumulation order depends on the
+        # batch size, and a requantisation can round the other way
+        runs = [session.run(x[i : i + 1], target=targets[i : i + 1]) for i in range(len(x))]
+        out = {key: np.concatenate([run[key] for run in runs]) for key in ("relevance", output_name)}
         np.testing.assert_array_equal(out[output_name], quantized_logits)  # the deployed computation
         assert out["relevance"].dtype == np.float32 and np.isfinite(out["relevance"]).all()
 
@@ -102,7 +110,8 @@ def test_qdq_models_are_explained_as_deployed(per_channel, tmp_path):
         float_relevance = onnxlrp.explain(float_path, x, target=targets, rule="lrp0")
         correlations = [_correlation(float_relevance[i], out["relevance"][i]) for i in range(len(x))]
         print(f"{name} per_channel={per_channel}: correlation with the float model {correlations}")
-        assert min(correlations) > 0.8, correlations
+        if trained:  # random weights quantise badly (and calibrate on nothing like their data)
+            assert min(correlations) > 0.95, correlations
 
 
 def test_operator_form_is_refused_naming_the_qdq_form(tmp_path):
