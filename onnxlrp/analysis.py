@@ -13,19 +13,47 @@ import numpy as np
 import onnx
 
 from onnxlrp.errors import UnsupportedModelError
-from onnxlrp.graph import GraphInfo
+from onnxlrp.graph import FLOAT_TYPES, GraphInfo
 from onnxlrp.ops import LINEAR_KINDS, REGISTRY, SUM_KIND, carried_inputs, has_fact, spec_for
+from onnxlrp.ops.quantization import QDQ_HINT, QUANTIZED_OPERATORS
 from onnxlrp.rules import Rule, SumRule
 
 
+def _class_scores(info: GraphInfo, name: str) -> str | None:
+    """The float [batch, classes] tensor behind a model output (through a ZipMap), else None."""
+    producer = info.producer.get(name)
+    if producer is not None and producer.op_type == "ZipMap":  # a sequence of maps of a float tensor
+        name = producer.input[0]
+    output = next((o for o in info.model.graph.output if o.name == name), None)
+    if output is not None and output.type.tensor_type.elem_type not in FLOAT_TYPES:
+        return None
+    shape = info.shapes.get(name)
+    return name if shape is not None and len(shape) == 2 and shape[1] > 1 else None
+
+
 def explained_tensor(info: GraphInfo, output: str | None) -> str:
-    """The tensor explained: the chosen output, or the input of a trailing Softmax/LogSoftmax."""
+    """The tensor explained: the chosen output (default: the first float output with a class axis,
+    looking through a ZipMap), or the logits behind a Softmax/LogSoftmax producing it, also through
+    Identity and float Casts."""
     outputs = [o.name for o in info.model.graph.output]
-    name = output or outputs[0]
-    if name not in outputs and name not in info.producer:
-        raise UnsupportedModelError(f"output '{name}' is not a tensor of the model (outputs: {outputs})")
+    if output is None:
+        name = next((scores for o in outputs if (scores := _class_scores(info, o))), outputs[0])
+    else:
+        if output not in outputs and output not in info.producer:
+            raise UnsupportedModelError(
+                f"output '{output}' is not a tensor of the model (outputs: {outputs})"
+            )
+        if output in outputs and _class_scores(info, output) is None:
+            choices = [o for o in outputs if _class_scores(info, o)]
+            raise UnsupportedModelError(
+                f"output '{output}' is not a float [batch, classes] tensor; outputs that are: {choices}"
+            )
+        name = _class_scores(info, output) or output
     node = info.producer.get(name)
-    while node is not None and node.op_type in ("Softmax", "LogSoftmax", "Identity"):
+    while node is not None and (
+        node.op_type in ("Softmax", "LogSoftmax", "Identity")
+        or (node.op_type == "Cast" and info.attr(node, "to") in FLOAT_TYPES)
+    ):
         name = node.input[0]
         node = info.producer.get(name)
     return name
@@ -149,9 +177,10 @@ def refuse_unsupported(unsupported: list[onnx.NodeProto]) -> None:
     """Raise one error that lists every unsupported node and the supported operators."""
     if unsupported:
         listed = "\n".join(f"  - node '{n.name}': op {n.op_type}" for n in unsupported)
+        hint = f"\n{QDQ_HINT}" if any(n.op_type in QUANTIZED_OPERATORS for n in unsupported) else ""
         raise UnsupportedModelError(
             f"{len(unsupported)} node(s) use operators onnxlrp cannot propagate relevance through:\n"
-            f"{listed}\nSupported operators: {', '.join(sorted(REGISTRY))}"
+            f"{listed}\nSupported operators: {', '.join(sorted(REGISTRY))}{hint}"
         )
 
 

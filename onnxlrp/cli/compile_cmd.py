@@ -29,7 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="logit",
         help="starting relevance: target logit times one-hot (default) or a unit one-hot",
     )
-    parser.add_argument("--output-name", help="the model output to explain (default: the first)")
+    parser.add_argument(
+        "--output",
+        "--output-name",
+        dest="output_name",
+        metavar="NAME",
+        help="the model output to explain (default: the first float output with a class axis)",
+    )
     parser.add_argument("-o", "--out", help="output file (default: MODEL.lrp.onnx beside the input)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
     parser.set_defaults(func=run)

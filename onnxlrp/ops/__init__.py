@@ -198,4 +198,11 @@ def carried_inputs(spec: OpSpec | None, node: onnx.NodeProto, info: GraphInfo) -
 declare("Softmax", "LogSoftmax", "Constant", "Shape", "Gather", "Cast", facts=("piecewise_linear",))
 
 # importing the emitter modules fills REGISTRY
-from onnxlrp.ops import elementwise, linear, pooling, reductions, structure  # noqa: E402, F401
+from onnxlrp.ops import (  # noqa: E402, F401
+    elementwise,
+    linear,
+    pooling,
+    quantization,
+    reductions,
+    structure,
+)
