@@ -35,7 +35,7 @@ class LinearLayer:
 
     x: str
     weight: np.ndarray
-    bias: np.ndarray | None
+    bias: np.ndarray | str | None  # a constant, or a tensor of the graph (per-sample statistics)
     forward_map: WeightMap
     transpose_map: WeightMap
     output: str  # the forward graph's z (with the unmodified weight and bias)
@@ -54,10 +54,36 @@ class LinearLayer:
         return self.transpose_map(s, weight)
 
 
-def _bias_const(b: GraphBuilder, bias: np.ndarray | None) -> str | None:
+def _bias_const(b: GraphBuilder, bias: np.ndarray | str | None) -> str | None:
+    if isinstance(bias, str):
+        return bias
     if bias is None or not np.any(bias):
         return None
     return b.const(bias.astype(np.float32), "bias")
+
+
+def _bias_part(
+    b: GraphBuilder, bias: np.ndarray | str | None, part: str, gamma: float = 0.0
+) -> np.ndarray | str | None:
+    """bias + gamma * bias+ ("up") or + gamma * bias- ("down"), bias+ ("positive"), bias- ("negative")
+    or bias^2 ("square"): computed now for a constant bias, in the graph for a tensor."""
+    if bias is None:
+        return None
+    if isinstance(bias, str):
+        if part == "square":
+            return b.mul(bias, bias)
+        positive = b.positive_part(bias) if part in ("positive", "up") else None
+        negative = b.negative_part(bias) if part in ("negative", "down") else None
+        if part in ("positive", "negative"):
+            return positive or negative
+        return b.add(bias, b.scale(positive or negative, gamma))
+    return {
+        "positive": lambda: _pos(bias),
+        "negative": lambda: _neg(bias),
+        "up": lambda: (bias + gamma * _pos(bias)).astype(np.float32),
+        "down": lambda: (bias + gamma * _neg(bias)).astype(np.float32),
+        "square": lambda: np.square(bias),
+    }[part]()
 
 
 def _pos(a: np.ndarray) -> np.ndarray:
@@ -171,7 +197,7 @@ class AlphaBeta(Rule):
         xn: str | None,
         w_for_xp: np.ndarray,
         w_for_xn: np.ndarray,
-        bias: np.ndarray,
+        bias: np.ndarray | str | None,
         sign: int,
     ) -> str | None:
         """xp * T_a(s) + xn * T_b(s), s = R / stab(xp a + xn b + bias); every term of the sum has the
@@ -185,11 +211,14 @@ class AlphaBeta(Rule):
     def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
         xp, xn = _parts(b, layer)
         wp, wn = _pos(layer.weight), _neg(layer.weight)
-        bias = layer.bias if layer.bias is not None else np.zeros(1, np.float32)
-        positive = self._share(b, layer, relevance, xp, xn, wp, wn, _pos(bias), sign=1)
+        positive = self._share(
+            b, layer, relevance, xp, xn, wp, wn, _bias_part(b, layer.bias, "positive"), sign=1
+        )
         result = b.scale(positive, self.alpha)
         if self.beta:
-            negative = self._share(b, layer, relevance, xp, xn, wn, wp, _neg(bias), sign=-1)
+            negative = self._share(
+                b, layer, relevance, xp, xn, wn, wp, _bias_part(b, layer.bias, "negative"), sign=-1
+            )
             result = b.sub(result, b.scale(negative, self.beta))
         return _or_zero(b, layer, result)
 
@@ -217,9 +246,9 @@ class Gamma(Rule):
 
     def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
         g = self.gamma
-        w, bias = layer.weight, layer.bias if layer.bias is not None else np.zeros(1, np.float32)
+        w = layer.weight
         w_up, w_down = (w + g * _pos(w)).astype(np.float32), (w + g * _neg(w)).astype(np.float32)
-        b_up, b_down = (bias + g * _pos(bias)).astype(np.float32), (bias + g * _neg(bias)).astype(np.float32)
+        b_up, b_down = _bias_part(b, layer.bias, "up", g), _bias_part(b, layer.bias, "down", g)
         xp, xn = _parts(b, layer)
         z = layer.output
         zero = b.const(np.float32(0))
@@ -247,7 +276,7 @@ class WSquare(Rule):
     def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
         w2 = np.square(layer.weight).astype(np.float32)
         ones = b.ones_like(layer.x)
-        bias = np.square(layer.bias) if self.bias and layer.bias is not None else None
+        bias = _bias_part(b, layer.bias, "square") if self.bias else None
         z = b.add(layer.forward(ones, w2), _bias_const(b, bias))  # >= 0
         s = b.div(relevance, b.stabilize(z, self.stabilizer, like=relevance, sign=1))
         return _or_zero(b, layer, b.mul(ones, layer.transpose(s, w2)))

@@ -64,7 +64,7 @@ class EmitContext:
         self,
         x: str,
         weight: np.ndarray,
-        bias: np.ndarray | None,
+        bias: np.ndarray | str | None,
         forward_map: WeightMap,
         transpose_map: WeightMap,
         output: str,
@@ -201,6 +201,7 @@ declare("Softmax", "LogSoftmax", "Constant", "Shape", "Gather", "Cast", facts=("
 from onnxlrp.ops import (  # noqa: E402, F401
     elementwise,
     linear,
+    normalization,
     pooling,
     quantization,
     reductions,
