@@ -52,8 +52,11 @@ def emit(plan: Plan) -> onnx.ModelProto:
     nonnegative_tensors = nonnegative(info)
     fused_biases = bias_adds(info)
     rectified = rectified_inputs(info, plan.path, plan.rules, explained, options.logit_seed)
+    refused: list[str] = []  # every node refused, reported together
     for node in plan.path:
         arriving = [_total(b, relevance[name]) if name in relevance else None for name in node.output]
+        if refused and all(total is None for total in arriving):
+            continue  # reached only through a refused node
         for name, total in zip(node.output, arriving, strict=True):
             if total is not None:
                 relevance[name] = [total]  # summed once (totals below reuses it)
@@ -62,12 +65,20 @@ def emit(plan: Plan) -> onnx.ModelProto:
         assert spec is not None  # the plan refused unsupported nodes
         try:
             produced = spec.emit(ctx, node, arriving)
-        except UnsupportedModelError:
-            raise
+        except UnsupportedModelError as error:
+            refused.append(str(error))
+            continue
         except Exception as error:
+            if refused:
+                continue  # a consequence of relevance missing below a refused node
             raise UnsupportedModelError(f"node '{node.name}' ({node.op_type}): {error}") from error
         for index, name in produced.items():
             relevance.setdefault(node.input[index], []).append(name)
+    if len(refused) == 1:
+        raise UnsupportedModelError(refused[0])
+    if refused:
+        listed = "\n".join(f"  - {message}" for message in refused)
+        raise UnsupportedModelError(f"{len(refused)} nodes cannot be explained:\n{listed}")
     totals = {name: _total(b, parts) for name, parts in relevance.items()}
     return _assemble(model, info, b, totals, explained, options.start, list(options.expose))
 

@@ -53,7 +53,9 @@ def canonicalize(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelPr
 def free_batch_dimension(model: onnx.ModelProto) -> None:
     """Models exported with a fixed batch size get a dynamic one: the explained input's first
     dimension becomes "N" (also on the outputs), and Reshape targets that hard-code that batch size
-    as their first entry copy it from their input instead (0). Other fixed sizes are left alone."""
+    as their first entry copy it from their input instead (0) - only where that input's first axis is
+    the batch (followed from the input through the graph, see `_batch_led`). Other fixed sizes are
+    left alone."""
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
@@ -74,10 +76,8 @@ def free_batch_dimension(model: onnx.ModelProto) -> None:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             constants[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
     rewritten: set[str] = set()
-    for node in graph.node:
-        target = constants.get(node.input[1]) if node.op_type == "Reshape" and len(node.input) > 1 else None
-        if target is None or target.ndim != 1 or len(target) < 2 or target[0] != batch:
-            continue
+    for node in _batch_led_reshapes(graph, float_inputs[0].name, constants, batch):
+        target = constants[node.input[1]]
         if any(a.name == "allowzero" and a.i for a in node.attribute):
             if np.any(target == 0):
                 continue  # a literal zero-sized dimension: 0 cannot mean "copy" here
@@ -92,6 +92,60 @@ def free_batch_dimension(model: onnx.ModelProto) -> None:
             graph.initializer.append(onnx.numpy_helper.from_array(target, name))
             rewritten.add(name)
         node.input[1] = name
+
+
+def _axes(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -> list[int]:
+    for attribute in node.attribute:
+        if attribute.name == "axes":
+            return list(attribute.ints)
+    if len(node.input) > 1 and node.input[1] in constants:
+        return [int(a) for a in constants[node.input[1]].reshape(-1)]
+    return []
+
+
+STRUCTURAL = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Gather", "Split", "Concat", "Slice"}
+
+
+def _batch_led_reshapes(
+    graph: onnx.GraphProto, input_name: str, constants: dict[str, np.ndarray], batch: int
+) -> list[onnx.NodeProto]:
+    """The Reshapes with a constant target starting with the export batch size whose input's first
+    axis is the batch. Which tensors lead with the batch axis is followed from the input: an op keeps
+    it unless it moves or removes axis 0 (Transpose, Flatten(axis=0), Squeeze/Unsqueeze/Gather/Split/
+    Concat over axis 0) or is a Reshape whose target does not keep it; shapes computed by Shape are not
+    batch-led tensors."""
+    led = {input_name}
+    found = []
+    for node in graph.node:
+        op = node.op_type
+        if op in ("Shape", "Size") or not any(name in led for name in node.input):
+            continue
+        keeps = True
+        if op in STRUCTURAL and node.input[0] not in led:
+            continue  # only the data input carries the batch axis through a structural op
+        if op == "Reshape":
+            target = constants.get(node.input[1]) if len(node.input) > 1 else None
+            if target is not None and target.ndim == 1 and len(target) >= 2 and target[0] == batch:
+                found.append(node)
+            elif target is not None:
+                keeps = target.ndim == 1 and len(target) >= 1 and target[0] in (0, -1)
+        elif op == "Transpose":
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            keeps = perm is not None and perm[0] == 0
+        elif op == "Flatten":
+            keeps = next((a.i for a in node.attribute if a.name == "axis"), 1) != 0
+        elif op in ("Squeeze", "Unsqueeze"):
+            keeps = 0 not in _axes(node, constants)
+        elif op in ("Gather", "Split", "Concat", "Slice"):
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+            if op == "Slice":
+                axes = constants.get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+                keeps = axes is not None and 0 not in axes.tolist()
+            else:
+                keeps = axis != 0
+        if keeps:
+            led.update(node.output)
+    return found
 
 
 def drop_ceil_mode(info: GraphInfo) -> None:

@@ -29,6 +29,9 @@ class GraphInfo:
     producer: dict[str, onnx.NodeProto] = field(default_factory=dict)
     consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=dict)
     dynamic: set[str] = field(default_factory=set)
+    # tensors computed from the input's shape only (Shape, Size and arithmetic on them): their probe
+    # values, fixed wherever they do not involve the batch size
+    from_shapes: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def nodes(self) -> list[onnx.NodeProto]:
@@ -37,6 +40,12 @@ class GraphInfo:
     def const(self, name: str) -> np.ndarray | None:
         """The value of a tensor that does not depend on the model input, else None."""
         return self.constants.get(name)
+
+    def const_or_from_shapes(self, name: str) -> np.ndarray | None:
+        """A constant, or a value computed from shapes (the caller makes sure the batch size is not
+        involved), else None."""
+        value = self.constants.get(name)
+        return self.from_shapes.get(name) if value is None else value
 
     def shape(self, name: str) -> tuple[int, ...]:
         """Static shape at batch size 1 (the batch dimension reads 1)."""
@@ -135,6 +144,13 @@ def analyse(model: onnx.ModelProto) -> GraphInfo:
             "RandomUniform",
         }:
             info.dynamic.update(node.output)
+    shape_derived: set[str] = set()
+    for node in model.graph.node:
+        dynamic_inputs = [name for name in node.input if name in info.dynamic]
+        if node.op_type in ("Shape", "Size") or (
+            dynamic_inputs and all(name in shape_derived for name in dynamic_inputs)
+        ):
+            shape_derived.update(node.output)
 
     # shape inference and the probe run see the weights as inputs (fed below), so that hundreds of MB
     # of weights are neither copied into the checker nor serialised for onnxruntime
@@ -165,6 +181,8 @@ def analyse(model: onnx.ModelProto) -> GraphInfo:
         info.shapes[name] = value.shape
         if name not in info.dynamic:
             info.constants[name] = value
+        elif name in shape_derived:
+            info.from_shapes[name] = value
     for name, value in feed.items():
         info.shapes[name] = value.shape
     for name, value in info.constants.items():

@@ -95,11 +95,14 @@ def emit_slice(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     """Relevance of the kept part goes back in place; the cut-off part gets none (zero padding)."""
     in_shape = ctx.info.shape(node.input[0])
     rank = len(in_shape)
-    values = [ctx.info.const(name) if name else None for name in node.input[1:]]
+    # bounds computed from shapes (TorchScript's torch.chunk) are fixed once the shapes are: the batch
+    # axis, the one shape that varies, may not be sliced (below)
+    values = [ctx.info.const_or_from_shapes(name) if name else None for name in node.input[1:]]
     first, last = values[0], values[1]
     if first is None or last is None or any(v is None for i, v in enumerate(values[2:]) if node.input[i + 3]):
         raise UnsupportedModelError(
-            f"node '{node.name}' (Slice): starts, ends, axes and steps must be constant"
+            f"node '{node.name}' (Slice): starts, ends, axes and steps must be constant or computed "
+            "from shapes"
         )
     starts, ends = first.tolist(), last.tolist()
     axes = values[2].tolist() if len(values) > 2 and values[2] is not None else list(range(len(starts)))
