@@ -1,4 +1,6 @@
-"""Import the LRP toolbox's plain-text model format into ONNX.
+"""Import the LRP toolbox's model files into ONNX: its plain-text format, and the .mat files of its
+MATLAB half (a ``modules.Sequential`` classdef object, read with scipy by ``matlab_objects``). Its
+Python half's .nn files are pickles, which are refused without being read: unpickling runs code.
 
 The LRP toolbox (Lapuschkin et al., the seed paper's numpy tool) stores a ``Sequential`` network as
 blocks of whitespace-separated lines::
@@ -28,11 +30,11 @@ Inputs are NHWC (the toolbox's layout). The ONNX model this module writes has
 the compiler explains with the active rule) followed by ``Mul`` by the constant ``1/sqrt(h*w)`` (relevance
 passes through a Mul by a constant). The toolbox's LRP treats the layer exactly so: its rules divide by
 the unscaled window sum. Hence the imported model gets the toolbox's relevance under simple (lrp0),
-epsilon and alpha-beta. Known differences from the toolbox: under its ``flat`` and ``w^2`` rules the
-toolbox spreads a MaxPool output's relevance uniformly over the window (onnxlrp: winner-take-all), and
-its ``w^2`` rule has no bias term (onnxlrp's wsquare adds bias^2 to the denominator, as zennit).
+epsilon, alpha-beta, flat and ww (the toolbox's w^2, without a bias term; onnxlrp's wsquare adds
+bias^2 as zennit does). Known difference from the toolbox: under its ``flat`` and ``ww`` rules the
+toolbox spreads a MaxPool output's relevance uniformly over the window (onnxlrp: winner-take-all).
 
-This module uses numpy and onnx only (no torch): it backs ``onnxlrp convert lrp-toolbox``.
+This module uses numpy, onnx and (for .mat files) scipy, no torch: it backs ``onnxlrp convert lrp-toolbox``.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ class ToolboxLayer:
     """One layer of a toolbox model: ``kind`` is the toolbox class name, ``params`` the header integers.
 
     ``W``/``B`` are float32 arrays for Linear (W (m, n), B (n,)) and Convolution (W (h, w, d, n), B (n,)).
-    ``line`` is the 1-based line number of the header, for error messages.
+    ``line`` is the 1-based line number of the header (the module number in a .mat file).
     """
 
     kind: str
@@ -96,11 +98,17 @@ class ToolboxLayer:
     B: np.ndarray | None = None
     line: int = 0
     extra: dict = field(default_factory=dict)
+    unit: str = "line"  # what ``line`` counts: "line" (text files) or "module" (.mat files)
+
+    @property
+    def where(self) -> str:
+        """Where the layer is in its file, for error messages ("line 3", "module 2")."""
+        return f"{self.unit} {self.line}"
 
     def weights(self) -> tuple[np.ndarray, np.ndarray]:
         """W and B as float32 (Linear and Convolution layers)."""
         if self.W is None or self.B is None:
-            raise ToolboxFormatError(f"line {self.line}: the {self.kind} layer has no weights")
+            raise ToolboxFormatError(f"{self.where}: the {self.kind} layer has no weights")
         return self.W.astype(np.float32), self.B.astype(np.float32)
 
 
@@ -205,16 +213,88 @@ def _looks_numeric(token: str) -> bool:
     return True
 
 
+PICKLE_SUFFIXES = (".nn", ".pickle", ".pickled", ".pkl")
+
+
 def load_toolbox_model(path: str | os.PathLike) -> list[ToolboxLayer]:
-    """Read and parse a toolbox text model file."""
+    """Read a toolbox model file: the text format (.txt) or the MATLAB toolbox's .mat files. The
+    Python toolbox's .nn files are pickles and are refused: unpickling runs arbitrary code."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ToolboxFormatError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
+        raise ToolboxFormatError(f"{path}: cannot read it: {error}") from None
+    if path.suffix.lower() in PICKLE_SUFFIXES or data[:1] == b"\x80":
+        raise ToolboxFormatError(
+            f"{path}: a Python pickle (the toolbox's .nn format); onnxlrp never unpickles files, since "
+            "unpickling runs whatever code the file names: convert the model's .txt or .mat file instead"
+        )
+    if path.suffix.lower() == ".mat" or data[:10] == b"MATLAB 5.0":
+        return load_toolbox_mat(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
         raise ToolboxFormatError(f"{path}: cannot read a text model: {error}") from None
     return parse_toolbox_text(text, source=str(path))
+
+
+def load_toolbox_mat(path: str | os.PathLike) -> list[ToolboxLayer]:
+    """The layers of a MATLAB toolbox model (a modules.Sequential object saved with ``save``)."""
+    from .matlab_objects import MatFormatError, MatObject, load_objects
+
+    try:
+        variables = load_objects(path)
+    except MatFormatError as error:
+        raise ToolboxFormatError(f"{path}: {error}") from None
+    network = next(
+        (v for v in variables.values() if isinstance(v, MatObject) and v.classname == "modules.Sequential"),
+        None,
+    )
+    if network is None:
+        found = ", ".join(f"{k} ({getattr(v, 'classname', type(v).__name__)})" for k, v in variables.items())
+        raise ToolboxFormatError(
+            f"{path}: no modules.Sequential model in the file (found: {found or 'nothing'})"
+        )
+    modules = network.get("modules")
+    modules = [] if modules is None else list(np.asarray(modules, dtype=object).reshape(-1, order="F"))
+    if not modules:
+        raise ToolboxFormatError(f"{path}: the model has no modules")
+    return [_mat_layer(Path(path), number, module) for number, module in enumerate(modules, start=1)]
+
+
+def _mat_layer(path: Path, number: int, module: object) -> ToolboxLayer:
+    where = f"{path}: module {number}"
+    kind = str(getattr(module, "classname", "")).rpartition(".")[2]
+    if kind not in _HEADER_ARGS or not isinstance(module, dict):
+        raise ToolboxFormatError(f"{where}: unknown layer type {kind or type(module).__name__!r}")
+
+    def integers(name: str, count: int) -> tuple[int, ...]:
+        values = np.asarray(module.get(name, []), dtype=np.float64).reshape(-1)
+        if values.size != count or np.any(values != np.round(values)) or np.any(values <= 0):
+            raise ToolboxFormatError(
+                f"{where}: {kind}.{name} must be {count} positive integers, got {values}"
+            )
+        return tuple(int(v) for v in values)
+
+    layer = ToolboxLayer(kind, line=number, unit="module")
+    if kind in ("Linear", "Convolution"):
+        weight = np.asarray(module.get("W", []), dtype=np.float64)
+        bias = np.asarray(module.get("B", []), dtype=np.float64).reshape(-1)
+        shape = weight.shape[:2] if kind == "Linear" else integers("filtersize", 4)
+        if (kind == "Linear" and weight.ndim != 2) or weight.size != np.prod(shape) or bias.size != shape[-1]:
+            raise ToolboxFormatError(
+                f"{where}: {kind} weights {weight.shape} and biases {bias.shape} do not fit {tuple(shape)}"
+            )
+        if not (np.all(np.isfinite(weight)) and np.all(np.isfinite(bias))):
+            raise ToolboxFormatError(f"{where}: {kind} weights contain inf or nan")
+        layer.W = weight.reshape(shape).astype(np.float32)  # MATLAB drops trailing singleton dimensions
+        layer.B = bias.astype(np.float32)
+        layer.params = tuple(shape) if kind == "Linear" else (*shape, *integers("stride", 2))
+    elif kind in ("SumPool", "MaxPool"):
+        layer.params = (*integers("pool", 2), *integers("stride", 2))
+    return layer
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -231,29 +311,28 @@ def _propagate(layers: list[ToolboxLayer], shape: tuple[int, ...]) -> list[tuple
             size = int(np.prod(shape))
             if size != m:
                 raise ToolboxFormatError(
-                    f"line {layer.line}: Linear {m} {n} reads {m} features, but its input has shape "
+                    f"{layer.where}: Linear {m} {n} reads {m} features, but its input has shape "
                     f"{_fmt(shape)} ({size} features)"
                 )
             shape = (n,)
         elif kind in ("Convolution", "SumPool", "MaxPool"):
             if len(shape) != 3:
                 raise ToolboxFormatError(
-                    f"line {layer.line}: {kind} needs a spatial (H, W, D) input, got flat shape {_fmt(shape)}"
+                    f"{layer.where}: {kind} needs a spatial (H, W, D) input, got flat shape {_fmt(shape)}"
                 )
             H, W, D = shape
             if kind == "Convolution":
                 h, w, d, n, s0, s1 = p
                 if d != D:
                     raise ToolboxFormatError(
-                        f"line {layer.line}: Convolution filters have depth {d}, "
-                        f"but the input has {D} channels"
+                        f"{layer.where}: Convolution filters have depth {d}, but the input has {D} channels"
                     )
             else:
                 h, w, s0, s1 = p
                 n = D
             if h > H or w > W:
                 raise ToolboxFormatError(
-                    f"line {layer.line}: {kind} window {h}x{w} is larger than its input {H}x{W}"
+                    f"{layer.where}: {kind} window {h}x{w} is larger than its input {H}x{W}"
                 )
             shape = ((H - h) // s0 + 1, (W - w) // s1 + 1, n)
         elif kind == "Flatten":
@@ -279,8 +358,8 @@ def infer_input_shape(layers: list[ToolboxLayer]) -> tuple[int, ...]:
     """The input shape without N: (m,) for a Linear-first model, else a square (H, H, D) that fits.
 
     A square input is inferred only when the size is pinned - by a Linear layer, or, in an all-conv
-    network, by a final 1x1 spatial output - and exactly one H fits with windows that tile the input
-    exactly; otherwise pass the shape explicitly.
+    network, by a last spatial output (before a final Flatten) of 1x1 - and exactly one H fits with
+    windows that tile the input exactly; otherwise pass the shape explicitly.
     """
     first = next((ly for ly in layers if ly.kind not in ("Rect", "Tanh", "Flatten")), None)
     if first is None:
@@ -295,10 +374,11 @@ def infer_input_shape(layers: list[ToolboxLayer]) -> tuple[int, ...]:
     fits = []
     for size in range(1, 1025):
         try:
-            final = _propagate(layers, (size, size, depth))[-1]
+            shapes = _propagate(layers, (size, size, depth))
         except ToolboxFormatError:
             continue
-        if not has_linear and final[:2] != (1, 1):
+        last_spatial = [shape for shape in shapes if len(shape) == 3][-1]  # before a final Flatten
+        if not has_linear and last_spatial[:2] != (1, 1):
             continue
         if _tiles_exactly(layers, (size, size, depth)):
             fits.append(size)
@@ -339,8 +419,8 @@ def toolbox_to_onnx(
         raise ToolboxFormatError(f"input shape must be (H, W, D) or (m,), got {input_shape}")
     softmax_at = [i for i, ly in enumerate(layers) if ly.kind == "SoftMax"]
     if softmax_at and softmax_at != [len(layers) - 1]:
-        ln = layers[softmax_at[0]].line
-        raise ToolboxFormatError(f"line {ln}: SoftMax is supported only as the last layer")
+        where = layers[softmax_at[0]].where
+        raise ToolboxFormatError(f"{where}: SoftMax is supported only as the last layer")
     body = layers[:-1] if softmax_at else layers
     if not body:
         raise ToolboxFormatError("the model has no layers before SoftMax")
@@ -448,9 +528,9 @@ def toolbox_to_onnx(
         elif kind == "Flatten":
             to_flat()
         else:  # pragma: no cover - parse_toolbox_text rejects unknown kinds
-            raise ToolboxFormatError(f"line {layer.line}: unsupported layer {kind}")
+            raise ToolboxFormatError(f"{layer.where}: unsupported layer {kind}")
         for node in nodes[i:]:
-            node.doc_string = f"toolbox line {layer.line}: {kind} {' '.join(map(str, p))}".strip()
+            node.doc_string = f"toolbox {layer.where}: {kind} {' '.join(map(str, p))}".strip()
         shape = out_shape
 
     # the output: a final 1x1 spatial map (an all-conv classifier) is flattened to [N, n]; a larger

@@ -282,6 +282,15 @@ class WSquare(Rule):
         return _or_zero(b, layer, b.mul(ones, layer.transpose(s, w2)))
 
 
+class ToolboxWSquare(WSquare):
+    """The LRP toolbox's w^2 ("ww"): T_{W^2}(R / (1 W^2)), no bias term, the toolbox's tiny stabiliser."""
+
+    name = "ww"
+
+    def __init__(self, stabilizer: float = 1e-16) -> None:
+        super().__init__(stabilizer, bias=False)
+
+
 class Flat(Rule):
     """flat: all weights 1, inputs ignored, no bias: relevance spread evenly over each window."""
 
@@ -440,6 +449,7 @@ RULES: dict[str, type[Rule]] = {
     "wsquare": WSquare,
     "w2": WSquare,
     "w^2": WSquare,
+    "ww": ToolboxWSquare,
     "flat": Flat,
     "zbox": ZBox,
     "zb": ZBox,

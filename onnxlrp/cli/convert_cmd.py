@@ -1,10 +1,11 @@
 """`onnxlrp convert`: import models from other LRP tools into ONNX.
 
-    onnxlrp convert lrp-toolbox MODEL.txt -o MODEL.onnx [--input-shape H W D] [--force]
+    onnxlrp convert lrp-toolbox MODEL.txt|MODEL.mat -o MODEL.onnx [--input-shape H W D] [--force]
 
-Formats: ``lrp-toolbox`` (the LRP toolbox's plain-text model format, see onnxlrp.converters.lrp_toolbox).
-The output is written atomically (temporary file + rename) and never overwrites an existing file
-unless ``--force`` is given. numpy and onnx only: no torch.
+Formats: ``lrp-toolbox`` (the LRP toolbox's plain-text model format and its MATLAB half's .mat files,
+see onnxlrp.converters.lrp_toolbox; its Python pickles, .nn, are refused unread). The output is written
+atomically (temporary file + rename) and never overwrites an existing file unless ``--force`` is given.
+numpy and onnx only (scipy for .mat files): no torch.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def register(subparsers) -> None:
         "convert",
         help="convert a model from another LRP tool's format to ONNX",
         description="Convert a model from another LRP tool's format to ONNX. "
-        "lrp-toolbox: the LRP toolbox's plain-text format (NHWC inputs); the ONNX model takes input "
+        "lrp-toolbox: the LRP toolbox's plain-text (.txt) or MATLAB (.mat) model files (NHWC inputs; its "
+        ".nn pickles are refused, never unpickled); the ONNX model takes input "
         "'input' [N,H,W,D] (or [N,m] for an MLP) and outputs 'logits' (and 'probabilities' when the "
         "file ends in SoftMax).",
     )
