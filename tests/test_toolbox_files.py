@@ -233,6 +233,16 @@ def test_the_toolbox_real_files(relative, shape, tmp_path):
     print(f"{relative}: {errors}")
 
 
+@pytest.mark.skipif(not REAL.is_dir(), reason="LRP_TOOLBOX_MODELS (the toolbox's models/ folder) is not set")
+@pytest.mark.parametrize("name", ["LeNet-5", "long-rect", "long-tanh", "short-rect", "short-tanh"])
+def test_the_toolbox_real_pickles_are_refused(name, tmp_path):
+    path = REAL / "MNIST" / f"{name}.nn"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    with pytest.raises(OnnxLrpError, match="never unpickle"):
+        lt.convert_file(path, tmp_path / "out.onnx")
+
+
 def _reference_layers(layers: list) -> list[dict]:
     return [
         {"kind": ly.kind, "params": list(ly.params)}
