@@ -43,7 +43,9 @@ def explained_tensor(info: GraphInfo, output: str | None) -> str:
             raise UnsupportedModelError(
                 f"output '{output}' is not a tensor of the model (outputs: {outputs})"
             )
-        if output in outputs and _class_scores(info, output) is None:
+        if _class_scores(info, output) is None and (
+            output in outputs or len(info.shapes.get(output, ())) != 2
+        ):
             choices = [o for o in outputs if _class_scores(info, o)]
             raise UnsupportedModelError(
                 f"output '{output}' is not a float [batch, classes] tensor; outputs that are: {choices}"
