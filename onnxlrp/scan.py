@@ -38,8 +38,9 @@ import onnxruntime as ort
 from onnxlrp.errors import OnnxLrpError
 from onnxlrp.runtime import RelevanceSession
 
-BatchFn = Callable[[RelevanceSession, np.ndarray], dict[str, np.ndarray]]
-"""(session, inputs [n, ...]) -> per-image arrays, each with first dimension n."""
+BatchFn = Callable[[RelevanceSession, np.ndarray, np.ndarray], dict[str, np.ndarray]]
+"""(session, inputs [n, ...], targets int64 [n], -1 = predicted) -> per-image arrays, each with first
+dimension n."""
 
 MANIFEST = "manifest.json"
 INDEX = "index.parquet"
@@ -77,13 +78,13 @@ def session_options(threads: int | None) -> ort.SessionOptions:
 
 
 def run_shard(
-    session: RelevanceSession, fn: BatchFn, x: np.ndarray, batch_size: int
+    session: RelevanceSession, fn: BatchFn, x: np.ndarray, targets: np.ndarray, batch_size: int
 ) -> dict[str, np.ndarray]:
     """``fn`` over ``x`` in batches of ``batch_size``, the results concatenated per key."""
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size]
-        out = fn(session, batch)
+        out = fn(session, batch, targets[start : start + batch_size])
         for key, value in out.items():
             value = np.asarray(value)
             if value.ndim == 0 or value.shape[0] != len(batch):
@@ -204,6 +205,7 @@ def scan(
     fn: BatchFn,
     out: str | os.PathLike,
     *,
+    targets: np.ndarray | None = None,
     indices: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     batch_size: int = 64,
@@ -218,6 +220,7 @@ def scan(
     """Run ``fn`` over ``x`` ([N, ...] model inputs) with the relevance graph ``model`` (bytes),
     writing shards under ``out``; an interrupted scan of the same settings resumes where it stopped.
 
+    ``targets``: the class explained per image (int64, -1 = predicted; default all -1).
     ``indices``/``labels`` (per image, e.g. positions in the data set) go into the table.
     ``describe`` names the batch function in the manifest (default ``repr(fn)``; a dataclass's repr
     lists its settings). ``backend``: "local" (this process, ``threads`` onnxruntime threads, None =
@@ -231,10 +234,14 @@ def scan(
     if n == 0:
         raise ScanError("no inputs to scan")
     indices = np.arange(n) if indices is None else np.asarray(indices)
+    targets = np.full(n, -1, np.int64) if targets is None else np.asarray(targets, np.int64)
+    if targets.shape != (n,):
+        raise ScanError(f"targets must have shape ({n},), got {targets.shape}")
     folder = Path(out)
     manifest = {
         "model_sha256": fingerprint(model),
         "data_sha256": fingerprint(np.asarray(x)),
+        "targets_sha256": fingerprint(targets),
         "function": describe or repr(fn),
         "n": n,
         "batch_size": batch_size,
@@ -246,9 +253,9 @@ def scan(
     bar = _progress(n, sum(min(shard_size, n - s * shard_size) for s in done), progress)
     try:
         results = (
-            _local(model, x, fn, todo, shard_size, batch_size, threads)
+            _local(model, x, targets, fn, todo, shard_size, batch_size, threads)
             if backend == "local"
-            else _ray(model, x, fn, todo, shard_size, batch_size, threads, workers)
+            else _ray(model, x, targets, fn, todo, shard_size, batch_size, threads, workers)
         )
         for shard, arrays in results:
             _write_shard(folder, shard, arrays)
@@ -265,14 +272,21 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def _local(
-    model: bytes, x: np.ndarray, fn: BatchFn, todo: Sequence[int], shard_size: int, batch_size: int, threads
+    model: bytes,
+    x: np.ndarray,
+    targets: np.ndarray,
+    fn: BatchFn,
+    todo: Sequence[int],
+    shard_size: int,
+    batch_size: int,
+    threads,
 ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     if not todo:
         return
     session = RelevanceSession(model, options=session_options(threads))
     for shard in todo:
-        part = x[shard * shard_size : (shard + 1) * shard_size]
-        yield shard, run_shard(session, fn, part, batch_size)
+        part = slice(shard * shard_size, (shard + 1) * shard_size)
+        yield shard, run_shard(session, fn, x[part], targets[part], batch_size)
 
 
 class _ShardActor:
@@ -281,21 +295,23 @@ class _ShardActor:
     def __init__(self, model: bytes, data: list, fn: BatchFn, shard_size: int, batch_size: int, threads):
         import ray
 
-        self.x = ray.get(data[0])  # in a list, so that Ray hands over the reference, not the array
+        self.x, self.targets = ray.get(data)  # in a list, so that Ray hands over references, not arrays
         self.session = RelevanceSession(model, options=session_options(threads))
         self.fn, self.shard_size, self.batch_size = fn, shard_size, batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         payloads = []
         for shard in batch["shard"]:
-            part = self.x[shard * self.shard_size : (shard + 1) * self.shard_size]
-            payloads.append(_to_bytes(run_shard(self.session, self.fn, part, self.batch_size)))
+            part = slice(shard * self.shard_size, (shard + 1) * self.shard_size)
+            arrays = run_shard(self.session, self.fn, self.x[part], self.targets[part], self.batch_size)
+            payloads.append(_to_bytes(arrays))
         return {"shard": batch["shard"], "payload": np.array(payloads, dtype=object)}
 
 
 def _ray(
     model: bytes,
     x: np.ndarray,
+    targets: np.ndarray,
     fn: BatchFn,
     todo: Sequence[int],
     shard_size: int,
@@ -316,7 +332,7 @@ def _ray(
         _ShardActor,
         fn_constructor_kwargs={
             "model": model,
-            "data": [ray.put(np.ascontiguousarray(x))],
+            "data": [ray.put(np.ascontiguousarray(x)), ray.put(targets)],
             "fn": fn,
             "shard_size": shard_size,
             "batch_size": batch_size,

@@ -34,10 +34,10 @@ class Heatmaps:
 
     fail_at: int | None = None  # an input index at which to raise (simulates a crash)
 
-    def __call__(self, session: RelevanceSession, x: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, session: RelevanceSession, x: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
         if self.fail_at is not None and np.any(x[:, 0, 0, 0] == self.fail_at):
             raise KeyboardInterrupt("simulated crash")
-        out = session.run(x)
+        out = session.run(x, target=target)
         relevance = out["relevance"]
         return {
             "relevance": relevance,
@@ -52,10 +52,14 @@ def _data(n: int = 50) -> np.ndarray:
     return x
 
 
+def _targets(n: int) -> np.ndarray:
+    return np.where(np.arange(n) % 3 == 0, -1, np.arange(n) % 5)  # some predicted, some chosen
+
+
 def test_scan_matches_direct_run_and_resumes_after_a_crash(relevance_bytes, tmp_path):
     x = _data()
-    expected = RelevanceSession(relevance_bytes).run(x)["relevance"]
-    options = {"batch_size": 4, "shard_size": 8, "threads": 1, "progress": False}
+    expected = RelevanceSession(relevance_bytes).run(x, target=_targets(50))["relevance"]
+    options = {"batch_size": 4, "shard_size": 8, "threads": 1, "progress": False, "targets": _targets(50)}
     describe = "heatmaps"
     with pytest.raises(KeyboardInterrupt):
         scan(relevance_bytes, x, Heatmaps(fail_at=27), tmp_path, describe=describe, **options)
@@ -94,7 +98,7 @@ def test_scan_refuses_a_folder_of_another_run(relevance_bytes, tmp_path):
 
 
 def test_batch_function_must_return_per_image_arrays(relevance_bytes, tmp_path):
-    def bad(session, x):
+    def bad(session, x, target):
         return {"mean": np.float32(1.0)}
 
     with pytest.raises(ScanError, match="first dimension must be the batch size"):
@@ -106,6 +110,7 @@ def test_ray_run_equals_local_run(relevance_bytes, tmp_path):
     ray = pytest.importorskip("ray")
     x = _data(40)
     options = {"batch_size": 4, "shard_size": 8, "threads": 1, "progress": False, "describe": "heatmaps"}
+    options["targets"] = _targets(40)
     local = scan(relevance_bytes, x, Heatmaps(), tmp_path / "local", **options)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
