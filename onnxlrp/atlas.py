@@ -247,8 +247,9 @@ const pad = c => String(c).padStart(4, '0');
 function card(ch) {
   const best = ch.class_shares.map((v, i) => [v, D.classes[i]]).sort((a, b) => b[0] - a[0]);
   const tops = best.slice(0, 3).filter(b => b[0] > 0).map(b => `${b[1]} ${(100 * b[0]).toFixed(0)}%`);
-  const bars = ch.class_shares.map((v, i) =>
-    `<div title="${D.classes[i]}: ${(100 * v).toFixed(1)}%" style="height:${Math.max(1, 40 * v)}px"></div>`).join('');
+  const bar = (v, i) => `<div title="${D.classes[i]}: ${(100 * v).toFixed(1)}%"
+    style="height:${Math.max(1, 40 * v)}px"></div>`;
+  const bars = ch.class_shares.map(bar).join('');
   const names = D.classes.map(n => `<div>${n}</div>`).join('');
   const refs = rs => rs.map(r => `#${r.index}${r.label ? ' ' + r.label : ''}`).join(', ');
   return `<div class="card" data-c="${ch.channel}" data-text="${ch.channel} ${tops.join(' ')}">
