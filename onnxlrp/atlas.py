@@ -3,8 +3,8 @@
 ``build_atlas`` scans a data set (resumably), picks per channel the images where it receives the
 most relevance (and, for comparison, where it is most active), computes their conditional
 heatmaps, crops them to the receptive field of the channel's most relevant (most active) position
-and writes ``atlas.html`` with PNG strips under ``channels/``, ``concepts.json`` with the numbers,
-and ``references.npz`` with the crops (for ``explain --concepts``).
+and writes ``atlas.html``, PNG strips under ``channels/`` (also read by ``explain --concepts``) and
+``concepts.json`` with the numbers.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def build_atlas(
     shares = class_shares(relevance, explained, len(data.class_names))
     positive = np.clip(relevance, 0, None).sum(0)
     layer_positive = positive.sum() or 1.0
-    records, crops = [], np.zeros((len(chosen), 2, k, THUMB, THUMB, 3), np.uint8)
+    records = []
     for a, channel in enumerate(chosen):
         rel_thumbs, act_thumbs = [], []
         for j in range(k):
@@ -149,7 +149,6 @@ def build_atlas(
             row = int(by_activation[a, j])
             box = crop_box(boxes, act_maps[p]) if boxes is not None else (0, -1, 0, -1)
             act_thumbs.append(_thumb(_crop(data.display(row), box)))
-        crops[a, 0], crops[a, 1] = rel_thumbs, act_thumbs
         _strip(folder / "channels" / f"c{channel:04d}_relevance.png", rel_thumbs)
         _strip(folder / "channels" / f"c{channel:04d}_activation.png", act_thumbs)
         records.append(
@@ -166,7 +165,6 @@ def build_atlas(
         "channels": records,
     }
     _write_text(folder / "concepts.json", json.dumps(summary, indent=1))
-    np.savez_compressed(folder / "references.npz", channels=chosen, crops=crops)
     _write_text(page, render_html(summary))
     return page
 

@@ -40,6 +40,7 @@ class ConceptGraph:
     input_name: str
     input_shape: tuple[int, ...]  # one sample, without the batch axis
     shape: tuple[int, ...]  # the layer's shape for one sample: [C, ...]
+    classes: int  # the explained output's width
 
     @property
     def channels(self) -> int:
@@ -63,13 +64,15 @@ def concept_graph(model: ModelLike, layer: str, **compile_options) -> ConceptGra
     dims = next(i for i in graph.input if i.name == session.input_name).type.tensor_type.shape.dim
     input_shape = tuple(d.dim_value for d in dims[1:])
     probe = session.run(np.zeros((1, *input_shape), np.float32))
+    output = next(o.name for o in graph.output if not o.name.startswith(("relevance", "channel_relevance")))
     return ConceptGraph(
         compiled,
         tensor,
-        next(o.name for o in graph.output if not o.name.startswith(("relevance", "channel_relevance"))),
+        output,
         session.input_name,
         input_shape,
         tuple(probe[tensor].shape[1:]),
+        probe[output].shape[1],
     )
 
 
@@ -106,6 +109,9 @@ def prune(model: onnx.ModelProto, outputs: Sequence[str]) -> onnx.ModelProto:
     initializers = [i for i in graph.initializer if i.name in needed]
     del graph.initializer[:]
     graph.initializer.extend(initializers)
+    inputs = [i for i in graph.input if i.name in needed]
+    del graph.input[:]
+    graph.input.extend(inputs)
     return pruned
 
 
@@ -231,12 +237,12 @@ def crop_box(boxes: np.ndarray, layer_map: np.ndarray) -> tuple[int, int, int, i
     return top, bottom, left, right
 
 
-def overlay(image: np.ndarray, heat: np.ndarray, vmax: float | None = None) -> np.ndarray:
+def overlay(image: np.ndarray, heat: np.ndarray, percentile: float = 99.0) -> np.ndarray:
     """An RGB [H, W, 3] display image with the heatmap (red +, blue -) blended in where |heat| is
-    large."""
+    large (scale: that percentile of |heat|)."""
     rgb = np.asarray(image, np.float64)
     if rgb.ndim == 2:
         rgb = np.repeat(rgb[..., None], 3, axis=-1)
-    vmax = vmax or heatmap.symmetric_vmax(heat)
-    alpha = np.clip(np.abs(heat) / vmax, 0, 1)[..., None] * 0.85
+    vmax = heatmap.symmetric_vmax(heat, percentile)
+    alpha = np.sqrt(np.clip(np.abs(heat) / vmax, 0, 1))[..., None] * 0.8
     return (1 - alpha) * rgb + alpha * heatmap.colorize(heat, vmax)

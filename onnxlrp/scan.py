@@ -213,6 +213,7 @@ def scan(
     backend: str = "local",
     threads: int | None = None,
     workers: int = 2,
+    address: str | None = None,
     progress: bool = True,
     force: bool = False,
     describe: str | None = None,
@@ -224,8 +225,8 @@ def scan(
     ``indices``/``labels`` (per image, e.g. positions in the data set) go into the table.
     ``describe`` names the batch function in the manifest (default ``repr(fn)``; a dataclass's repr
     lists its settings). ``backend``: "local" (this process, ``threads`` onnxruntime threads, None =
-    all cores) or "ray" (``workers`` actors with ``threads`` threads each, on the cluster
-    ``ray.init`` connected to, or a local one started here)."""
+    all cores) or "ray" (``workers`` actors with ``threads`` threads each, on the cluster at
+    ``address``, the one ``ray.init`` connected to, or a local one started here)."""
     if backend not in ("local", "ray"):
         raise ScanError(f"backend must be 'local' or 'ray', got {backend!r}")
     if batch_size < 1 or shard_size < 1:
@@ -255,7 +256,7 @@ def scan(
         results = (
             _local(model, x, targets, fn, todo, shard_size, batch_size, threads)
             if backend == "local"
-            else _ray(model, x, targets, fn, todo, shard_size, batch_size, threads, workers)
+            else _ray(model, x, targets, fn, todo, shard_size, batch_size, threads, workers, address)
         )
         for shard, arrays in results:
             _write_shard(folder, shard, arrays)
@@ -318,6 +319,7 @@ def _ray(
     batch_size: int,
     threads,
     workers: int,
+    address: str | None,
 ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     if not todo:
         return
@@ -326,7 +328,10 @@ def _ray(
     except ImportError:
         raise ScanError("backend 'ray' needs ray: pip install 'onnxlrp[scale]'") from None
     if not ray.is_initialized():
-        ray.init(num_cpus=workers * (threads or 1), include_dashboard=False, log_to_driver=False)
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers * (threads or 1), include_dashboard=False, log_to_driver=False)
     data = ray.data.from_items([{"shard": s} for s in todo])
     computed = data.map_batches(
         _ShardActor,

@@ -1,0 +1,92 @@
+"""`onnxlrp concepts`: the concept atlas of one layer over a data set."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from onnxlrp.cli.options import add_rule_arguments, compile_options
+
+HELP = """\
+One resumable scan over the data keeps, per channel of the layer, the images where it receives the
+most relevance for the image's class (its label; the predicted class for a .npy) and where it is most
+active; then atlas.html shows per channel those reference images cropped to its receptive field with
+the conditional heatmap (relevance through that channel only) overlaid, and its share of relevance
+per class. An interrupted run continues where it stopped when run again with the same arguments.
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "concepts",
+        help="concept atlas of a layer: reference images per channel (CRP relevance maximisation)",
+        description="Scan a data set and write an HTML atlas of what each channel of a layer detects.",
+        epilog=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="an .onnx file or a zoo model name")
+    p.add_argument("data", help='"mnist" or "cifar10" (test split, zoo preprocessing) or a .npy [N,C,H,W]')
+    p.add_argument("--layer", required=True, help="tensor or node name (see `onnxlrp inspect`)")
+    p.add_argument("--top", type=int, default=8, help="reference images per channel (default 8)")
+    p.add_argument("--channels", type=int, default=None, help="only the N most relevant channels")
+    p.add_argument("--n", type=int, default=None, help="number of images (default: all)")
+    p.add_argument("--datasets", default=None, help="folder of mnist.npz / cifar10_jpeg.npz")
+    p.add_argument("--out", default=None, help="output folder (default: out/concepts/<model>-<data>)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per onnxruntime run (default 64)")
+    p.add_argument("--shard-size", type=int, default=1024, help="images per stored shard (default 1024)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="scan on Ray: a local cluster, or the cluster at ADDRESS (pip install 'onnxlrp[scale]')",
+    )
+    p.add_argument("--workers", type=int, default=2, help="Ray actors (default 2)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing atlas / other scan")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_rule_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from onnxlrp import evaluation as ev
+    from onnxlrp.atlas import AtlasData, build_atlas
+    from onnxlrp.concepts import concept_graph
+
+    path, zoo_model = ev.resolve_model(args.model)
+    x, labels, indices = ev.load_dataset(args.data, zoo_model, n=args.n, datasets_dir=args.datasets)
+    model_name = Path(args.model).stem if args.model.endswith(".onnx") else args.model
+    data_name = Path(args.data).stem if args.data.endswith(".npy") else args.data
+    options = compile_options(args)
+    graph = concept_graph(path, args.layer, **options)
+    classes = list(getattr(zoo_model, "classes", None) or [str(k) for k in range(graph.classes)])
+    rule = ", ".join(f"{k}={v}" for k, v in options.items() if v is not None) or "composite=epsilon"
+    data = AtlasData(
+        x,
+        labels,
+        indices,
+        classes,
+        -1.0 if zoo_model is not None else None,
+        1.0 if zoo_model is not None else None,
+        {"model": model_name, "data": f"{data_name} ({len(x)} images)", "rule": rule},
+    )
+    out = Path(args.out) if args.out else Path("out") / "concepts" / f"{model_name}-{data_name}"
+    page = build_atlas(
+        graph,
+        data,
+        out,
+        top=args.top,
+        channels=args.channels,
+        force=args.force,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        shard_size=args.shard_size,
+        backend="ray" if args.ray is not None else "local",
+        address=args.ray or None,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    print(page)
+    return 0
