@@ -21,6 +21,7 @@ import numpy as np
 from onnxlrp import heatmap
 from onnxlrp.concepts import (
     ConceptGraph,
+    ImageConcepts,
     class_shares,
     conditional_heatmaps,
     crop_box,
@@ -281,3 +282,54 @@ document.getElementById('sort').addEventListener('change', draw);
 draw();
 </script></body></html>
 """
+
+
+def reference_tiles(atlas: str | os.PathLike, channel: int) -> list[np.ndarray]:
+    """The reference images of ``channel`` from an atlas folder (its relevance strip, split)."""
+    from PIL import Image
+
+    path = Path(atlas) / "channels" / f"c{channel:04d}_relevance.png"
+    if not path.is_file():
+        return []
+    strip = np.asarray(Image.open(path).convert("RGB"), np.float64) / 255.0
+    return [
+        strip[:, k * (THUMB + 2) : k * (THUMB + 2) + THUMB]
+        for k in range((strip.shape[1] + 2) // (THUMB + 2))
+    ]
+
+
+def render_image_concepts(
+    path: str | os.PathLike,
+    image: np.ndarray,
+    found: ImageConcepts,
+    layer: str,
+    class_names: Sequence[str],
+    atlas: str | os.PathLike | None = None,
+    references: int = 4,
+) -> None:
+    """One row per channel: its conditional heatmap over the image, then its reference images from
+    ``atlas`` (a `onnxlrp concepts` folder of the same model and layer); the first row is the
+    image and its unconditional heatmap."""
+    name = class_names[found.target] if found.target < len(class_names) else str(found.target)
+    rows = [
+        [
+            ("image", image, "input"),
+            ("heat", heatmap.channel_sum(found.heatmap), f"class {name}"),
+        ]
+    ]
+    for channel, value, heat in zip(found.channels, found.relevance, found.heatmaps, strict=True):
+        share = value / found.total if found.total else float("nan")
+        row = [("image", overlay(image, heatmap.channel_sum(heat)), f"ch {channel}: {100 * share:.0f}%")]
+        if atlas is not None:
+            row += [
+                ("image", tile, f"ref {k + 1}")
+                for k, tile in enumerate(reference_tiles(atlas, int(channel))[:references])
+            ]
+        rows.append(row)
+    heatmap.render_panels(
+        path,
+        rows,
+        f"the {len(found.channels)} most relevant channels of {layer} for class {name}\n"
+        "each: relevance through that channel only (share of the layer's relevance)"
+        + ("; right: its reference images from the atlas" if atlas is not None else ""),
+    )

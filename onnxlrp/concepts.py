@@ -246,3 +246,33 @@ def overlay(image: np.ndarray, heat: np.ndarray, percentile: float = 99.0) -> np
     vmax = heatmap.symmetric_vmax(heat, percentile)
     alpha = np.sqrt(np.clip(np.abs(heat) / vmax, 0, 1))[..., None] * 0.8
     return (1 - alpha) * rgb + alpha * heatmap.colorize(heat, vmax)
+
+
+@dataclass
+class ImageConcepts:
+    """The most relevant channels of a layer for one image, with their conditional heatmaps."""
+
+    channels: np.ndarray  # [k], most relevant first
+    relevance: np.ndarray  # [k], the relevance each receives
+    total: float  # the relevance the whole layer receives
+    heatmaps: np.ndarray  # [k, *input shape], relevance through that channel only
+    heatmap: np.ndarray  # [*input shape], the unconditional heatmap
+    target: int
+
+
+def image_concepts(graph: ConceptGraph, x: np.ndarray, target: int = -1, top: int = 6) -> ImageConcepts:
+    """The ``top`` channels of the layer receiving the most relevance for ``x`` ([1, ...]) and
+    class ``target`` (-1: predicted), with their conditional heatmaps."""
+    if x.ndim == len(graph.input_shape):
+        x = x[None]
+    session = RelevanceSession(graph.model)
+    full = session.run(x, target=np.array([target]))
+    per_channel = full[channel_relevance_name(graph.tensor)][0]
+    chosen = np.argsort(-per_channel, kind="stable")[: min(top, graph.channels)]
+    explained = int(full[graph.output][0].argmax()) if target < 0 else target
+    heats, _ = conditional_heatmaps(
+        graph, np.repeat(x, len(chosen), 0), np.full(len(chosen), explained), chosen, session=session
+    )
+    return ImageConcepts(
+        chosen, per_channel[chosen], float(per_channel.sum()), heats, full["relevance"][0], explained
+    )
