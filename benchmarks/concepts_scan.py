@@ -48,10 +48,12 @@ def _stub_blur() -> None:
     transforms = types.ModuleType("torchvision.transforms")
     transforms.functional = functional
     sys.modules["torchvision"].transforms = transforms
-    sys.modules.update({"torchvision.transforms": transforms, "torchvision.transforms.functional": functional})
+    sys.modules["torchvision.transforms"] = transforms
+    sys.modules["torchvision.transforms.functional"] = functional
 
 
-def onnxlrp_scan(x, labels, n, threads, backend="local", workers=1, shard_size=512) -> tuple[float, np.ndarray]:
+def onnxlrp_scan(x, labels, n, threads, backend="local", workers=1, shard_size=512):
+    """(seconds, per-channel relevance [n, C]) of the onnxlrp concept scan."""
     graph = concept_graph(models.zoo_source("resnet9"), LAYER_ONNX, rule="epsilon")
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -72,6 +74,7 @@ def onnxlrp_scan(x, labels, n, threads, backend="local", workers=1, shard_size=5
 
 
 def crp_scan(model, x, labels, n) -> tuple[float, np.ndarray]:
+    """(seconds of FeatureVisualization.run over n images, per-channel relevance of the first 64)."""
     _stub_blur()
     from crp.attribution import CondAttribution
     from crp.concepts import ChannelConcept
@@ -125,7 +128,7 @@ def main() -> None:
     report["crp_extrapolated_s"] = crp_seconds * args.n / args.crp_n
     print(
         f"zennit-crp FeatureVisualization.run, {args.crp_n} images: {crp_seconds:.1f} s "
-        f"({args.crp_n / crp_seconds:.1f} img/s; {args.n} images: ~{crp_seconds * args.n / args.crp_n:.0f} s); "
+        f"({args.crp_n / crp_seconds:.1f} img/s; {args.n} images: ~{report['crp_extrapolated_s']:.0f} s); "
         f"per-channel relevance agrees to {report['agreement_max_abs_rel']:.2g} of its scale"
     )
 
@@ -135,7 +138,9 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     report["ray_init_s"] = time.perf_counter() - start
     for workers in (1, 2):
-        seconds, _ = onnxlrp_scan(x, labels, args.ray_n, threads=1, backend="ray", workers=workers, shard_size=256)
+        seconds, _ = onnxlrp_scan(
+            x, labels, args.ray_n, threads=1, backend="ray", workers=workers, shard_size=256
+        )
         report[f"ray_{workers}_workers_s"] = seconds
         print(f"Ray, {workers} worker(s) x 1 thread, {args.ray_n} images: {seconds:.1f} s")
     seconds, _ = onnxlrp_scan(x, labels, args.ray_n, threads=1, shard_size=256)
