@@ -140,12 +140,13 @@ def build_atlas(
     layer_positive = positive.sum() or 1.0
     records = []
     for a, channel in enumerate(chosen):
-        rel_thumbs, act_thumbs = [], []
+        rel_thumbs, act_thumbs, centre = [], [], []
         for j in range(k):
             p = a * k + j
             row = int(by_relevance[a, j])
             box = crop_box(boxes, layer_maps[p]) if boxes is not None else (0, -1, 0, -1)
             heat = heatmap.channel_sum(heats[p])
+            centre.append(centre_share(heat))
             rel_thumbs.append(_thumb(overlay(_crop(data.display(row), box), _crop(heat, box))))
             row = int(by_activation[a, j])
             box = crop_box(boxes, act_maps[p]) if boxes is not None else (0, -1, 0, -1)
@@ -156,6 +157,7 @@ def build_atlas(
             _record(int(channel), data, relevance, activation, shares, by_relevance[a], by_activation[a])
         )
         records[-1]["share"] = float(positive[channel] / layer_positive)
+        records[-1]["centre_share"] = float(np.nanmean(centre))
     summary = {
         **data.describe,
         "layer": graph.tensor,
@@ -168,6 +170,16 @@ def build_atlas(
     _write_text(folder / "concepts.json", json.dumps(summary, indent=1))
     _write_text(page, render_html(summary))
     return page
+
+
+def centre_share(heat: np.ndarray) -> float:
+    """The share of |heat| ([H, W]) in the central box (half the height and width): 0.25 for
+    relevance spread evenly, near 1 on a centred object, near 0 on the background."""
+    magnitude = np.abs(heat)
+    h, w = magnitude.shape
+    total = magnitude.sum()
+    inside = magnitude[h // 4 : h - h // 4, w // 4 : w - w // 4].sum()
+    return float(inside / total) if total > 0 else float("nan")
 
 
 def _record(channel, data, relevance, activation, shares, rel_rows, act_rows) -> dict:
@@ -233,10 +245,14 @@ input,select{font:inherit;padding:3px 6px;margin-right:8px}
 <div class="sub">%HEADER%; %IMAGES% images. Per channel: the images where it receives the most
 relevance for the explained class, cropped to the receptive field of its most relevant position,
 with the conditional heatmap (relevance through this channel only; red +, blue -) overlaid; below,
-the images where it is most active (no heatmap), and its positive relevance per class.</div>
+the images where it is most active (no heatmap), and its positive relevance per class. Centre share:
+the mean share of |conditional relevance| in the central half-box of the reference images (0.25 if
+spread evenly; high for object, low for background channels).</div>
 <div class="bar"><input id="q" placeholder="search: channel number or class" size="30">
 <select id="sort"><option value="share">sort: share of the layer's relevance</option>
-<option value="activation">sort: mean activation</option><option value="channel">sort: channel</option>
+<option value="activation">sort: mean activation</option>
+<option value="centre">sort: centre share (object)</option>
+<option value="edge">sort: centre share (background)</option><option value="channel">sort: channel</option>
 </select><span id="count"></span></div>
 <div class="grid" id="grid"></div>
 <script id="data" type="application/json">%DATA%</script>
@@ -255,7 +271,7 @@ function card(ch) {
   <h2>channel ${ch.channel}</h2>
   <div class="meta">${(100 * ch.share).toFixed(2)}% of the layer's positive relevance; mean relevance
   ${ch.relevance_mean.toPrecision(3)}; mean max activation ${ch.activation_mean.toPrecision(3)};
-  top classes: ${tops.join(', ') || '-'}</div>
+  centre share ${ch.centre_share.toFixed(2)}; top classes: ${tops.join(', ') || '-'}</div>
   <div class="row"><span>relevance</span><img src="channels/c${pad(ch.channel)}_relevance.png"
     title="${refs(ch.by_relevance)}"></div>
   <div class="row"><span>activation</span><img src="channels/c${pad(ch.channel)}_activation.png"
@@ -269,6 +285,8 @@ function draw() {
   if (key === 'share') list.sort((a, b) => b.share - a.share);
   if (key === 'activation') list.sort((a, b) => b.activation_mean - a.activation_mean);
   if (key === 'channel') list.sort((a, b) => a.channel - b.channel);
+  if (key === 'centre') list.sort((a, b) => b.centre_share - a.centre_share);
+  if (key === 'edge') list.sort((a, b) => a.centre_share - b.centre_share);
   const html = list.map(card).filter(h => {
     if (!q) return true;
     const t = h.match(/data-text="([^"]*)"/)[1].toLowerCase();
