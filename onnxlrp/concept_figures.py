@@ -1,0 +1,140 @@
+"""The seed paper's Figs. 7-9 from a concept atlas: "object" and "background" channels chosen from
+all channels of a layer by relevance statistics over a data set.
+
+The paper picked, from 24 candidate units of the last pooling layer, those whose input relevance
+lies inside (object) or outside (background) the image's central box. Here every channel of the
+layer is a candidate: the atlas scan gives each channel's share of the layer's relevance over the
+whole data set and, over its reference images, the share of its conditional relevance in the
+central box (``centre_share``). Among the channels with at least an average share of relevance,
+the highest centre shares are the object channels and the lowest the background channel. The
+figures show conditional heatmaps (relevance through that channel only, for the image's class).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from onnxlrp import augment, heatmap
+from onnxlrp.atlas import AtlasData, centre_share
+from onnxlrp.concepts import ConceptError, ConceptGraph, conditional_heatmaps, prune
+from onnxlrp.runtime import RelevanceSession
+
+
+def choose_channels(summary: dict, objects: int = 3) -> tuple[list[int], int]:
+    """(object channels, background channel) from an atlas's concepts.json content."""
+    records = [r for r in summary["channels"] if np.isfinite(r["centre_share"])]
+    if len(summary["channels"]) < int(summary["layer_shape"][0]):
+        raise ConceptError("the atlas covers only some channels; build it without --channels")
+    average = 1.0 / len(summary["channels"])
+    candidates = [r for r in records if r["share"] >= average]
+    if len(candidates) <= objects:
+        raise ConceptError(f"only {len(candidates)} channels carry an average share of relevance")
+    ranked = sorted(candidates, key=lambda r: -r["centre_share"])
+    return [r["channel"] for r in ranked[:objects]], ranked[-1]["channel"]
+
+
+def _class_rows(data: AtlasData, predicted: np.ndarray, label: int, count: int) -> np.ndarray:
+    """The first ``count`` images of class ``label`` that the model classifies correctly."""
+    rows = np.flatnonzero((data.labels == label) & (predicted == label))[:count]
+    if len(rows) == 0:
+        raise ConceptError(f"no correctly classified image of class {data.class_names[label]}")
+    return rows
+
+
+def _heat_rows(graph: ConceptGraph, x: np.ndarray, target: np.ndarray, channels, names) -> list[list]:
+    rows = []
+    for channel in channels:
+        heats, _ = conditional_heatmaps(graph, x, target, np.full(len(x), channel))
+        rows.append(
+            [
+                (
+                    "heat",
+                    heatmap.channel_sum(h),
+                    f"ch {channel}: centre {centre_share(heatmap.channel_sum(h)):.2f}",
+                )
+                for h in heats
+            ]
+        )
+    return [
+        [("image", heatmap.display_image(xi, -1.0, 1.0), name) for xi, name in zip(x, names, strict=True)],
+        *rows,
+    ]
+
+
+def concept_figures(
+    graph: ConceptGraph,
+    data: AtlasData,
+    atlas: str | os.PathLike,
+    out: str | os.PathLike,
+    classes: tuple[int, int] = (7, 1),
+    images: int = 5,
+) -> list[Path]:
+    """Figs. 7-9 (PNG) under ``out`` from the atlas folder ``atlas`` of the same model, layer and
+    data; ``classes``: the object classes of Figs. 7/8 (CIFAR-10: horse, automobile). Inputs are
+    expected in [-1, 1] (the zoo's convention) for the hue shift."""
+    if data.labels is None:
+        raise ConceptError("Figs. 7-9 need labelled data (mnist or cifar10)")
+    summary = json.loads((Path(atlas) / "concepts.json").read_text())
+    if summary["layer"] != graph.tensor:
+        raise ConceptError(f"the atlas is of layer {summary['layer']}, not {graph.tensor}")
+    objects, background = choose_channels(summary)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    predicted = predictions(graph, data.x)
+    name = data.class_names
+    written = []
+
+    first = classes[0]
+    row = int(_class_rows(data, predicted, first, 1)[0])
+    image = (data.x[row].transpose(1, 2, 0) + 1) * 127.5
+    variants = augment.augment(np.round(image).astype(np.uint8), ["flip", "hue"])
+    x = np.stack([v.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1 for _, v in variants])
+    target = np.full(len(x), first)
+    path = folder / "fig7_concepts.png"
+    heatmap.render_panels(
+        path,
+        _heat_rows(graph, x, target, objects, [f"#{data.indices[row]} {tag}" for tag, _ in variants]),
+        f"Fig. 7: object channels {objects} of {graph.tensor} on a {name[first]}, mirrored and hue-shifted\n"
+        f"relevance through one channel for class {name[first]}",
+    )
+    written.append(path)
+    for label in classes:
+        rows = _class_rows(data, predicted, label, images)
+        path = folder / f"fig8_concepts_{name[label]}.png"
+        heatmap.render_panels(
+            path,
+            _heat_rows(
+                graph, data.x[rows], data.labels[rows], objects, [f"#{data.indices[r]}" for r in rows]
+            ),
+            f"Fig. 8: object channels {objects} across {name[label]} images\n"
+            "relevance through one channel for the image's class",
+        )
+        written.append(path)
+    rows = np.linspace(0, len(data.x) - 1, min(images, len(data.x))).astype(int)  # across the classes
+    path = folder / "fig9_concepts.png"
+    heatmap.render_panels(
+        path,
+        _heat_rows(
+            graph,
+            data.x[rows],
+            data.labels[rows],
+            [background, objects[0]],
+            [f"#{data.indices[r]} {name[data.labels[r]]}" for r in rows],
+        ),
+        f"Fig. 9: background channel {background} (row 2) vs object channel {objects[0]} (row 3)\n"
+        "relevance through one channel for the image's class",
+    )
+    written.append(path)
+    return written
+
+
+def predictions(graph: ConceptGraph, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The model's predicted classes for ``x``."""
+    session = RelevanceSession(prune(graph.model, [graph.output]))
+    return np.concatenate(
+        [session.run(x[s : s + batch_size])[graph.output].argmax(1) for s in range(0, len(x), batch_size)]
+    )
