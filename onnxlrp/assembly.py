@@ -2,7 +2,8 @@
 
 Seed the explained tensor, walk the relevance path (last node first) letting each node's registered
 emitter write its relevance nodes, then add the graph outputs (input relevance, the forward outputs,
-exposed relevances) and the target input, and check the result.
+exposed relevances, per-channel relevances of conditioned tensors) and the target and mask inputs,
+and check the result.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from onnxlrp import conditioning
 from onnxlrp.analysis import bias_adds, nonnegative, rectified_inputs
 from onnxlrp.builder import GraphBuilder
 from onnxlrp.canonical import opset
@@ -53,13 +55,18 @@ def emit(plan: Plan) -> onnx.ModelProto:
     fused_biases = bias_adds(info)
     rectified = rectified_inputs(info, plan.path, plan.rules, explained, options.logit_seed)
     refused: list[str] = []  # every node refused, reported together
+    channel_sources: dict[str, str] = {}  # conditioned tensor -> its per-channel relevance
     for node in plan.path:
-        arriving = [_total(b, relevance[name]) if name in relevance else None for name in node.output]
-        if refused and all(total is None for total in arriving):
-            continue  # reached only through a refused node
-        for name, total in zip(node.output, arriving, strict=True):
+        arriving: list[str | None] = []
+        for name in node.output:
+            total = _total(b, relevance[name]) if name in relevance else None
+            if total is not None and name in plan.conditioned:
+                total, channel_sources[name] = conditioning.apply_mask(b, info, name, total)
             if total is not None:
                 relevance[name] = [total]  # summed once (totals below reuses it)
+            arriving.append(total)
+        if refused and all(total is None for total in arriving):
+            continue  # reached only through a refused node
         ctx = EmitContext(b, info, plan.rules.get(node.name), nonnegative_tensors, fused_biases, rectified)
         spec = spec_for(node.op_type)
         assert spec is not None  # the plan refused unsupported nodes
@@ -80,7 +87,7 @@ def emit(plan: Plan) -> onnx.ModelProto:
         listed = "\n".join(f"  - {message}" for message in refused)
         raise UnsupportedModelError(f"{len(refused)} nodes cannot be explained:\n{listed}")
     totals = {name: _total(b, parts) for name, parts in relevance.items()}
-    return _assemble(model, info, b, totals, explained, options.start, list(options.expose))
+    return _assemble(model, info, b, totals, explained, options.start, list(options.expose), channel_sources)
 
 
 def _seed(b: GraphBuilder, logits: str, classes: int, mode: str) -> str:
@@ -160,6 +167,7 @@ def _assemble(
     explained: str,
     start: str | None,
     expose: list[str],
+    channel_sources: dict[str, str],
 ) -> onnx.ModelProto:
     graph = model.graph
     shapes = _declared_shapes(model, info)
@@ -202,6 +210,7 @@ def _assemble(
         graph.initializer.append(onnx.numpy_helper.from_array(np.array([-1], np.int64), TARGET))
     else:
         graph.input.append(_value_info(RELEVANCE_SEED, shapes[start]))
+    conditioning.declare(graph, info, channel_sources)
     graph.name = f"{graph.name}_lrp"
     model.producer_name, model.producer_version = "onnxlrp", ""
     model.ir_version = _ir_version(model)

@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,8 +48,8 @@ class AtlasData:
     labels: np.ndarray | None
     indices: np.ndarray
     class_names: list[str]
-    low: float | None = None  # the input's value range for display (None: stretch each image)
-    high: float | None = None
+    low: Any = None  # the input's value range for display, scalars or per channel (None: stretch)
+    high: Any = None
     describe: dict = field(default_factory=dict)  # model, data, rule: shown in the header
 
     def display(self, row: int) -> np.ndarray:
@@ -66,7 +67,7 @@ def _thumb(rgb: np.ndarray) -> np.ndarray:
     from PIL import Image
 
     image = Image.fromarray(heatmap.to_uint8(rgb), mode="RGB")
-    return np.asarray(image.resize((THUMB, THUMB), Image.NEAREST))
+    return np.asarray(image.resize((THUMB, THUMB), Image.Resampling.NEAREST))
 
 
 def _strip(path: Path, thumbs: Sequence[np.ndarray]) -> None:
@@ -345,7 +346,7 @@ def render_image_concepts(
             ]
         rows.append(row)
     heatmap.render_panels(
-        path,
+        Path(path),
         rows,
         f"the {len(found.channels)} most relevant channels of {layer} for class {name}\n"
         "each: relevance through that channel only (share of the layer's relevance)"

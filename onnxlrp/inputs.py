@@ -14,10 +14,19 @@ from pathlib import Path
 import numpy as np
 
 from onnxlrp import augment as aug
+from onnxlrp.datasets import load_dataset
 from onnxlrp.errors import OnnxLrpError
 from onnxlrp.explaining import ModelHandle
 
-__all__ = ["IMAGE_SUFFIXES", "InputError", "Inputs", "load_inputs", "preprocess", "read_image"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "InputError",
+    "Inputs",
+    "data_set_inputs",
+    "load_inputs",
+    "preprocess",
+    "read_image",
+]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -79,6 +88,21 @@ def _read_npy(path: Path) -> np.ndarray:
     if x.ndim != 4:
         raise InputError(f"{path}: expected [N,C,H,W] or [C,H,W], got shape {x.shape}")
     return x
+
+
+def data_set_inputs(
+    handle: ModelHandle, data: str | os.PathLike, n: int | None = None, datasets_dir=None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """(inputs [N, C, H, W], labels or None, indices) of a data set: "mnist" / "cifar10" (the
+    test split, ``n`` evenly spaced images), a .npy of preprocessed inputs, or a folder of images
+    (sorted by name; its first ``n``)."""
+    folder = Path(data)
+    if folder.is_dir():
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:n]
+        if not files:
+            raise InputError(f"{folder}: holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return load_inputs(handle, files).x, None, np.arange(len(files))
+    return load_dataset(data, handle.zoo, n=n, datasets_dir=datasets_dir)
 
 
 def load_inputs(

@@ -32,6 +32,7 @@ class CompileOptions:
     expose: Iterable[str] = ()
     seed: str = "logit"
     output: str | None = None
+    condition: Iterable[str] = ()
 
     def rule_params(self) -> dict[str, Any]:
         """The hyper-parameters `rules.make_rule` takes (None: the rule's default)."""

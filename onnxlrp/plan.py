@@ -14,6 +14,7 @@ import onnx
 from onnxlrp.analysis import explained_tensor, first_layers, refuse_unsupported, relevance_path, rule_takers
 from onnxlrp.canonical import canonicalize, drop_ceil_mode
 from onnxlrp.composites import AnyRule, assign_rules
+from onnxlrp.conditioning import check_conditions, resolve_tensor
 from onnxlrp.errors import UnsupportedModelError
 from onnxlrp.graph import GraphInfo, analyse, data_input
 from onnxlrp.loading import ModelLike, load_model
@@ -33,6 +34,7 @@ class Plan:
     takers: dict[str, tuple[str, str]]  # rule-taking node -> (op type, kind)
     first_layers: set[str]
     rules: dict[str, AnyRule]  # the rule of every rule-taking node
+    conditioned: list[str]  # tensors whose relevance gets a mask input (conditioning)
 
     def on_path(self) -> set[str]:
         return {node.name for node in self.path}
@@ -53,7 +55,9 @@ def make_plan(model: ModelLike, options: CompileOptions, *, allow_unsupported: b
     path, unsupported = relevance_path(info, explained)
     if not allow_unsupported:
         refuse_unsupported(unsupported)
+    conditioned = [resolve_tensor(info, name) for name in options.condition]
+    check_conditions(info, path, explained, conditioned)
     takers = rule_takers(info, path)
     first = first_layers(info)
     rules = assign_rules(takers, first, options)
-    return Plan(canonical, info, options, explained, path, unsupported, takers, first, rules)
+    return Plan(canonical, info, options, explained, path, unsupported, takers, first, rules, conditioned)

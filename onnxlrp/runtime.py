@@ -12,6 +12,7 @@ import onnxruntime as ort
 from onnxlrp import loading
 from onnxlrp.assembly import RELEVANCE_SEED, TARGET
 from onnxlrp.compiler import compile
+from onnxlrp.conditioning import MASK
 from onnxlrp.errors import OnnxLrpError
 from onnxlrp.loading import ModelLike, load_model
 
@@ -19,8 +20,9 @@ from onnxlrp.loading import ModelLike, load_model
 class RelevanceSession:
     """An onnxruntime session over a compiled relevance graph.
 
-    `run(x, target=None, relevance_seed=None)` returns a dict of every output by name:
-    "relevance", the model's own outputs, and "relevance:<tensor>" for exposed tensors.
+    `run(x, target=None, relevance_seed=None, masks=None)` returns a dict of every output by name:
+    "relevance", the model's own outputs, "relevance:<tensor>" for exposed tensors and
+    "channel_relevance:<tensor>" for conditioned ones.
     """
 
     def __init__(
@@ -44,16 +46,24 @@ class RelevanceSession:
             self.session = ort.InferenceSession(str(model), options, providers=providers)
         names = {i.name for i in self.session.get_inputs()}
         self.input_name = next(
-            i.name for i in self.session.get_inputs() if i.name not in (TARGET, RELEVANCE_SEED)
+            i.name
+            for i in self.session.get_inputs()
+            if i.name not in (TARGET, RELEVANCE_SEED) and not i.name.startswith(f"{MASK}:")
         )
         overridable = {i.name for i in self.session.get_overridable_initializers()}
         self.takes_target = TARGET in names | overridable
         self.takes_seed = RELEVANCE_SEED in names
+        self.masks = sorted(name for name in names | overridable if name.startswith(f"{MASK}:"))
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(
-        self, x: np.ndarray, target=None, relevance_seed: np.ndarray | None = None
+        self,
+        x: np.ndarray,
+        target=None,
+        relevance_seed: np.ndarray | None = None,
+        masks: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
+        """Run on ``x``; ``masks``: per conditioned tensor T, ``{"mask:<T>": [N, C] array}``."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         feed = {self.input_name: x}
         if target is not None:
@@ -65,6 +75,11 @@ class RelevanceSession:
             if relevance_seed is None:
                 raise OnnxLrpError("this relevance graph starts at an inner tensor: pass relevance_seed")
             feed[RELEVANCE_SEED] = np.ascontiguousarray(relevance_seed, dtype=np.float32)
+        for name, mask in (masks or {}).items():
+            if name not in self.masks:
+                known = ", ".join(self.masks) or "none; compile with condition=[tensor]"
+                raise OnnxLrpError(f"this relevance graph has no mask input {name!r} (masks: {known})")
+            feed[name] = np.ascontiguousarray(mask, dtype=np.float32)
         values = self.session.run(self.output_names, feed)
         return dict(zip(self.output_names, values, strict=True))
 

@@ -62,8 +62,9 @@ def fingerprint(data: bytes | np.ndarray) -> str:
     digest = hashlib.sha256()
     if isinstance(data, np.ndarray):
         digest.update(f"{data.shape}{data.dtype}".encode())
-        data = np.ascontiguousarray(data).data  # type: ignore[assignment]
-    digest.update(data)
+        digest.update(np.ascontiguousarray(data).data)
+    else:
+        digest.update(data)
     return digest.hexdigest()
 
 
@@ -98,7 +99,7 @@ def run_shard(
 
 def _to_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, allow_pickle=False, **arrays)
     return buffer.getvalue()
 
 

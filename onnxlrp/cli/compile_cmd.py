@@ -36,6 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="the model output to explain (default: the first float output with a class axis)",
     )
+    parser.add_argument(
+        "--condition",
+        action="append",
+        default=[],
+        metavar="TENSOR",
+        help="add a mask input mask:TENSOR [N, C] on the relevance passing TENSOR and the output "
+        "channel_relevance:TENSOR (conditional relevance, CRP); repeatable",
+    )
     parser.add_argument("-o", "--out", help="output file (default: MODEL.lrp.onnx beside the input)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
     parser.set_defaults(func=run)
@@ -58,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         expose=expose,
         seed=args.seed,
         output=args.output_name,
+        condition=args.condition,
         **compile_options(args),
     )
     save_model(relevance_model, out, force=args.force)

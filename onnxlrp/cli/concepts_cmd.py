@@ -25,7 +25,10 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", help="an .onnx file or a zoo model name")
-    p.add_argument("data", help='"mnist" or "cifar10" (test split, zoo preprocessing) or a .npy [N,C,H,W]')
+    p.add_argument(
+        "data",
+        help='"mnist" or "cifar10" (test split, zoo preprocessing), a .npy [N,C,H,W] or a folder of images',
+    )
     p.add_argument("--layer", required=True, help="tensor or node name (see `onnxlrp inspect`)")
     p.add_argument("--top", type=int, default=8, help="reference images per channel (default 8)")
     p.add_argument("--channels", type=int, default=None, help="only the N most relevant channels")
@@ -50,28 +53,32 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from onnxlrp import evaluation as ev
+def run(args: argparse.Namespace) -> int:
     from onnxlrp.atlas import AtlasData, build_atlas
     from onnxlrp.concepts import concept_graph
+    from onnxlrp.explaining import describe_rule, load_model
+    from onnxlrp.inputs import data_set_inputs
 
-    path, zoo_model = ev.resolve_model(args.model)
-    x, labels, indices = ev.load_dataset(args.data, zoo_model, n=args.n, datasets_dir=args.datasets)
-    model_name = Path(args.model).stem if args.model.endswith(".onnx") else args.model
-    data_name = Path(args.data).stem if args.data.endswith(".npy") else args.data
+    handle = load_model(args.model)
+    x, labels, indices = data_set_inputs(handle, args.data, n=args.n, datasets_dir=args.datasets)
     options = compile_options(args)
-    graph = concept_graph(path, args.layer, **options)
-    classes = list(getattr(zoo_model, "classes", None) or [str(k) for k in range(graph.classes)])
-    rule = ", ".join(f"{k}={v}" for k, v in options.items() if v is not None) or "composite=epsilon"
+    given = {key: value for key, value in options.items() if value is not None}
+    graph = concept_graph(handle.model, args.layer, **options)
     data = AtlasData(
         x,
         labels,
         indices,
-        classes,
-        -1.0 if zoo_model is not None else None,
-        1.0 if zoo_model is not None else None,
-        {"model": model_name, "data": f"{data_name} ({len(x)} images)", "rule": rule},
+        list(handle.classes) or [str(k) for k in range(graph.classes)],
+        handle.low,
+        handle.high,
+        {
+            "model": handle.name,
+            "data": f"{Path(args.data).name} ({len(x)} images)",
+            "rule": describe_rule(given),
+        },
     )
+    model_name = handle.name
+    data_name = Path(args.data).stem
     out = Path(args.out) if args.out else Path("out") / "concepts" / f"{model_name}-{data_name}"
     page = build_atlas(
         graph,
