@@ -21,6 +21,7 @@ import numpy as np
 
 from onnxlrp import heatmap
 from onnxlrp.concepts import (
+    ConceptError,
     ConceptGraph,
     ImageConcepts,
     class_shares,
@@ -301,6 +302,16 @@ document.getElementById('sort').addEventListener('change', draw);
 draw();
 </script></body></html>
 """
+
+
+def check_atlas(atlas: str | os.PathLike, tensor: str) -> None:
+    """Refuse a folder that is not an atlas of layer ``tensor``."""
+    path = Path(atlas) / "concepts.json"
+    if not path.is_file():
+        raise ConceptError(f"{atlas}: not an `onnxlrp concepts` folder (no concepts.json)")
+    layer = json.loads(path.read_text()).get("layer")
+    if layer != tensor:
+        raise ConceptError(f"{atlas}: an atlas of layer {layer!r}, not of {tensor!r}")
 
 
 def reference_tiles(atlas: str | os.PathLike, channel: int) -> list[np.ndarray]:

@@ -260,12 +260,19 @@ class ImageConcepts:
     target: int
 
 
-def image_concepts(graph: ConceptGraph, x: np.ndarray, target: int = -1, top: int = 6) -> ImageConcepts:
+def image_concepts(
+    graph: ConceptGraph,
+    x: np.ndarray,
+    target: int = -1,
+    top: int = 6,
+    session: RelevanceSession | None = None,
+) -> ImageConcepts:
     """The ``top`` channels of the layer receiving the most relevance for ``x`` ([1, ...]) and
-    class ``target`` (-1: predicted), with their conditional heatmaps."""
+    class ``target`` (-1: predicted), with their conditional heatmaps (``session``: one over
+    ``graph.model``, to reuse)."""
     if x.ndim == len(graph.input_shape):
         x = x[None]
-    session = RelevanceSession(graph.model)
+    session = session or RelevanceSession(graph.model)
     full = session.run(x, target=np.array([target]))
     per_channel = full[channel_relevance_name(graph.tensor)][0]
     chosen = np.argsort(-per_channel, kind="stable")[: min(top, graph.channels)]

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from onnxlrp import heatmap
+from onnxlrp.atlas import check_atlas, render_image_concepts
+from onnxlrp.concepts import ConceptGraph, concept_graph, image_concepts
 from onnxlrp.explaining import (
     ModelHandle,
     compile_session,
@@ -29,6 +31,7 @@ from onnxlrp.explaining import (
     tensor_shapes,
 )
 from onnxlrp.inputs import Inputs
+from onnxlrp.runtime import RelevanceSession
 
 __all__ = ["FolderOptions", "neuron_maps", "safe_name", "write_explanations"]
 
@@ -43,6 +46,9 @@ class FolderOptions:
     percentile: float | None = None  # colour scale bound (default: max |R|)
     batch_size: int = 256  # chunk size of one relevance-graph run (memory only)
     progress: bool = True  # a progress bar for four inputs or more
+    concepts: str | None = None  # a layer whose most relevant channels are shown per input
+    concept_top: int = 6  # how many of them
+    atlas: str | None = None  # an `onnxlrp concepts` folder of that layer: their reference images
 
 
 def safe_name(text: str) -> str:
@@ -93,6 +99,12 @@ def write_explanations(
     predicted = logits.argmax(axis=1)
     targets = predicted if target is None else target
     neurons = neuron_maps(handle, inputs.x, options.neurons, compile_kwargs, options.batch_size)
+    concepts = None
+    if options.concepts is not None:
+        graph = concept_graph(handle.model, options.concepts, **compile_kwargs)
+        if options.atlas is not None:
+            check_atlas(options.atlas, graph.tensor)
+        concepts = (graph, RelevanceSession(graph.model))
 
     summary: dict[str, Any] = {"model": handle.name, "rule": rule_text, "inputs": []}
     progress = tqdm(
@@ -114,6 +126,8 @@ def write_explanations(
             rule_text,
             options,
         )
+        if concepts is not None:
+            files += _write_concepts(out, handle, inputs.x[i], name, t, *concepts, options)
         summary["inputs"].append(
             {
                 "name": name,
@@ -128,6 +142,46 @@ def write_explanations(
     progress.close()
     (out / "explain.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _write_concepts(
+    out: Path,
+    handle: ModelHandle,
+    x: np.ndarray,
+    name: str,
+    target: int,
+    graph: ConceptGraph,
+    session: RelevanceSession,
+    options: FolderOptions,
+) -> list[str]:
+    """The most relevant channels of ``options.concepts`` for one input: their conditional heatmaps
+    (.npy [k, C, H, W]) and a figure with reference images from ``options.atlas``."""
+    found = image_concepts(graph, x, target, options.concept_top, session)
+    stem = f"{name}.concepts-{safe_name(graph.tensor)}"
+    np.save(out / f"{stem}.npy", found.heatmaps)
+    (out / f"{stem}.json").write_text(
+        json.dumps(
+            {
+                "layer": graph.tensor,
+                "target": found.target,
+                "layer_relevance": found.total,
+                "channels": [
+                    {"channel": int(c), "relevance": float(r)}
+                    for c, r in zip(found.channels, found.relevance, strict=True)
+                ],
+            },
+            indent=1,
+        )
+    )
+    render_image_concepts(
+        out / f"{stem}.png",
+        heatmap.display_image(x, handle.low, handle.high),
+        found,
+        graph.tensor,
+        [handle.class_name(k) for k in range(graph.classes)],
+        options.atlas,
+    )
+    return [f"{stem}.png", f"{stem}.npy", f"{stem}.json"]
 
 
 def _write_input(

@@ -135,3 +135,38 @@ def test_concepts_command(net_path, data, tmp_path, capsys):
     assert "layer 'nope' is neither a tensor nor a node" in capsys.readouterr().err
     assert main([*args, "--layer", "/inner/Relu", "--force"]) == 2
     assert "residual branch" in capsys.readouterr().err
+
+
+def test_explain_concepts_with_an_atlas(net_path, data, tmp_path, capsys):
+    x, _ = data
+    np.save(tmp_path / "x.npy", x[:2])
+    atlas = tmp_path / "atlas"
+    np.save(tmp_path / "all.npy", x)
+    assert (
+        main(
+            [
+                "concepts",
+                str(net_path),
+                str(tmp_path / "all.npy"),
+                "--layer",
+                LAYER,
+                "--top",
+                "2",
+                "--out",
+                str(atlas),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "explained"
+    args = ["explain", str(net_path), str(tmp_path / "x.npy"), "--out", str(out), "--quiet"]
+    assert main([*args, "--concepts", LAYER, "--concepts-top", "3", "--atlas", str(atlas)]) == 0
+    stem = "x_0000.concepts-merged_Relu_output_0"
+    found = json.loads((out / f"{stem}.json").read_text())
+    values = [c["relevance"] for c in found["channels"]]
+    assert len(values) == 3 and values == sorted(values, reverse=True)
+    assert np.load(out / f"{stem}.npy").shape == (3, 3, 8, 8)
+    assert (out / f"{stem}.png").is_file()
+    assert main([*args, "--concepts", "/pool/MaxPool", "--atlas", str(atlas)]) == 2
+    assert "an atlas of layer '/merged/Relu_output_0'" in capsys.readouterr().err

@@ -19,6 +19,10 @@ Per input ``<name>`` the folder gets:
   INDEX ``c`` is a channel: the seed is 1 at *every* position of channel c (for a layer whose
   maps are 1x1, e.g. after global pooling, that is one unit); INDEX ``c,h,w`` (or any full
   per-sample index, comma separated) is one single unit. The seed does not depend on the target.
+- with ``--concepts T``: ``<name>.concepts-<T>.png/.npy/.json``, the channels of T that receive the
+  most relevance for the target, each with its conditional heatmap (the relevance flowing through
+  that channel only) and, with ``--atlas DIR`` (an `onnxlrp concepts` folder of T), its reference
+  images: what the channel detects elsewhere in the data set;
 - ``explain.json``: per input the prediction, target, logit, relevance sum and files.
 With ``--augment flip,hue`` each image input also gets ``<name>_flip`` (mirrored) and
 ``<name>_hue`` (hue rotated by 0.3 of the colour circle in HSV, on the uint8 image before
@@ -69,6 +73,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="TENSOR:INDEX",
         help="input relevance of one unit: INDEX a channel (1 at all its positions) or c,h,w",
     )
+    p.add_argument(
+        "--concepts",
+        metavar="TENSOR",
+        help="also show the most relevant channels of TENSOR with their conditional heatmaps",
+    )
+    p.add_argument("--concepts-top", type=int, default=6, help="how many channels (default 6)")
+    p.add_argument("--atlas", help="an `onnxlrp concepts` folder of that layer: add its reference images")
     p.add_argument("--augment", help="comma list of flip,hue: add mirrored / hue-shifted copies")
     p.add_argument(
         "--hue-shift",
@@ -98,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
         percentile=args.percentile,
         batch_size=args.batch_size,
         progress=not args.quiet,
+        concepts=args.concepts,
+        concept_top=args.concepts_top,
+        atlas=args.atlas,
     )
     write_explanations(handle, inputs, explain_options(compile_options(args)), args.out, options)
     print(f"wrote {inputs.x.shape[0]} explanation(s) to {Path(args.out)}/")
