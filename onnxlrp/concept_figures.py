@@ -6,8 +6,9 @@ lies inside (object) or outside (background) the image's central box. Here every
 layer is a candidate: the atlas scan gives each channel's share of the layer's relevance over the
 whole data set and, over its reference images, the share of its conditional relevance in the
 central box (``centre_share``). Among the channels with at least an average share of relevance,
-the highest centre shares are the object channels and the lowest the background channel. The
-figures show conditional heatmaps (relevance through that channel only, for the image's class).
+those giving most of their relevance to a class and with the highest centre shares are that class's
+object channels; the lowest centre share is the background channel. The figures show conditional
+heatmaps (relevance through that channel only, for the image's class).
 """
 
 from __future__ import annotations
@@ -24,17 +25,27 @@ from onnxlrp.concepts import ConceptError, ConceptGraph, conditional_heatmaps, p
 from onnxlrp.runtime import RelevanceSession
 
 
-def choose_channels(summary: dict, objects: int = 3) -> tuple[list[int], int]:
-    """(object channels, background channel) from an atlas's concepts.json content."""
-    records = [r for r in summary["channels"] if np.isfinite(r["centre_share"])]
+def _candidates(summary: dict) -> list[dict]:
+    """Channels with at least an average share of the layer's relevance (and a centre share)."""
     if len(summary["channels"]) < int(summary["layer_shape"][0]):
         raise ConceptError("the atlas covers only some channels; build it without --channels")
     average = 1.0 / len(summary["channels"])
-    candidates = [r for r in records if r["share"] >= average]
-    if len(candidates) <= objects:
-        raise ConceptError(f"only {len(candidates)} channels carry an average share of relevance")
-    ranked = sorted(candidates, key=lambda r: -r["centre_share"])
-    return [r["channel"] for r in ranked[:objects]], ranked[-1]["channel"]
+    return [r for r in summary["channels"] if r["share"] >= average and np.isfinite(r["centre_share"])]
+
+
+def object_channels(summary: dict, label: int, count: int = 3) -> list[int]:
+    """The ``count`` channels with the highest centre share among those that give most of their
+    relevance (at least half) to class ``label``."""
+    chosen = [r for r in _candidates(summary) if r["class_shares"][label] >= 0.5]
+    if not chosen:
+        raise ConceptError(f"no channel gives most of its relevance to class {summary['classes'][label]}")
+    return [r["channel"] for r in sorted(chosen, key=lambda r: -r["centre_share"])[:count]]
+
+
+def background_channel(summary: dict) -> tuple[int, int]:
+    """(the channel with the lowest centre share, the class it gives most relevance to)."""
+    lowest = min(_candidates(summary), key=lambda r: r["centre_share"])
+    return lowest["channel"], int(np.argmax(lowest["class_shares"]))
 
 
 def _class_rows(data: AtlasData, predicted: np.ndarray, label: int, count: int) -> np.ndarray:
@@ -81,7 +92,7 @@ def concept_figures(
     summary = json.loads((Path(atlas) / "concepts.json").read_text())
     if summary["layer"] != graph.tensor:
         raise ConceptError(f"the atlas is of layer {summary['layer']}, not {graph.tensor}")
-    objects, background = choose_channels(summary)
+    background, background_class = background_channel(summary)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     predicted = predictions(graph, data.x)
@@ -89,6 +100,7 @@ def concept_figures(
     written = []
 
     first = classes[0]
+    objects = object_channels(summary, first)
     row = int(_class_rows(data, predicted, first, 1)[0])
     image = (data.x[row].transpose(1, 2, 0) + 1) * 127.5
     variants = augment.augment(np.round(image).astype(np.uint8), ["flip", "hue"])
@@ -103,6 +115,7 @@ def concept_figures(
     )
     written.append(path)
     for label in classes:
+        objects = object_channels(summary, label)
         rows = _class_rows(data, predicted, label, images)
         path = folder / f"fig8_concepts_{name[label]}.png"
         heatmap.render_panels(
@@ -114,7 +127,8 @@ def concept_figures(
             "relevance through one channel for the image's class",
         )
         written.append(path)
-    rows = np.linspace(0, len(data.x) - 1, min(images, len(data.x))).astype(int)  # across the classes
+    rows = _class_rows(data, predicted, background_class, images)
+    rival = object_channels(summary, background_class, 1)[0]
     path = folder / "fig9_concepts.png"
     heatmap.render_panels(
         path,
@@ -122,11 +136,11 @@ def concept_figures(
             graph,
             data.x[rows],
             data.labels[rows],
-            [background, objects[0]],
+            [background, rival],
             [f"#{data.indices[r]} {name[data.labels[r]]}" for r in rows],
         ),
-        f"Fig. 9: background channel {background} (row 2) vs object channel {objects[0]} (row 3)\n"
-        "relevance through one channel for the image's class",
+        f"Fig. 9: background channel {background} (row 2) vs object channel {rival} (row 3) of class "
+        f"{name[background_class]}\nrelevance through one channel for the image's class",
     )
     written.append(path)
     return written

@@ -49,6 +49,12 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=2, help="Ray actors (default 2)")
     p.add_argument("--force", action="store_true", help="overwrite an existing atlas / other scan")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--figures",
+        action="store_true",
+        help="also the seed paper's Figs. 7-9 (object / background channels) under OUT/figures; "
+        "labelled data (cifar10) and an atlas of all channels",
+    )
     add_rule_arguments(p)
     p.set_defaults(func=run)
 
@@ -96,4 +102,9 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(page)
+    if args.figures:
+        from onnxlrp.concept_figures import concept_figures
+
+        for path in concept_figures(graph, data, out, out / "figures"):
+            print(path)
     return 0
