@@ -170,3 +170,38 @@ def test_explain_concepts_with_an_atlas(net_path, data, tmp_path, capsys):
     assert (out / f"{stem}.png").is_file()
     assert main([*args, "--concepts", "/pool/MaxPool", "--atlas", str(atlas)]) == 2
     assert "an atlas of layer '/merged/Relu_output_0'" in capsys.readouterr().err
+
+
+def test_figures_pick_object_and_background_channels(net_path, tmp_path):
+    from onnxlrp.concept_figures import background_channel, concept_figures, object_channels, predictions
+
+    x = np.random.default_rng(5).uniform(-1, 1, (60, 3, 8, 8)).astype(np.float32)
+    graph = concept_graph(net_path, LAYER, rule="epsilon")
+    labels = predictions(graph, x)  # every image "correctly classified"
+    atlas = AtlasData(x, labels, np.arange(len(x)), [f"c{k}" for k in range(5)], -1.0, 1.0)
+    build_atlas(graph, atlas, tmp_path, top=3, log=lambda *a: None, progress=False)
+    summary = json.loads((tmp_path / "concepts.json").read_text())
+    records = {r["channel"]: r for r in summary["channels"]}
+    served = [
+        k
+        for k in range(5)
+        if any(r["class_shares"][k] >= 0.5 and r["share"] >= 1 / 6 for r in records.values())
+    ]
+    assert served  # a random net predicts mostly one class: one class has object channels
+    for k in served:
+        chosen = object_channels(summary, k)
+        assert all(records[c]["class_shares"][k] >= 0.5 for c in chosen)
+        centre = [records[c]["centre_share"] for c in chosen]
+        assert centre == sorted(centre, reverse=True)
+    background, _ = background_channel(summary)
+    eligible = [r["centre_share"] for r in records.values() if r["share"] >= 1 / 6]
+    assert records[background]["centre_share"] == min(eligible)
+    written = concept_figures(
+        graph, atlas, tmp_path, tmp_path / "figures", classes=(served[0], served[-1]), images=3
+    )
+    assert [p.name for p in written] == [
+        "fig7_concepts.png",
+        f"fig8_concepts_c{served[0]}.png",
+        f"fig8_concepts_c{served[-1]}.png",
+        "fig9_concepts.png",
+    ]
