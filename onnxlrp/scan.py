@@ -108,6 +108,14 @@ def _from_bytes(data: bytes) -> dict[str, np.ndarray]:
         return {key: loaded[key] for key in loaded.files}
 
 
+@dataclass(frozen=True)
+class InputRelevance:
+    """Batch function: the input relevance of each image (the graph's "relevance" output)."""
+
+    def __call__(self, session: RelevanceSession, x: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+        return {"relevance": session.run(x, target=target)["relevance"]}
+
+
 @dataclass
 class ScanResult:
     """A finished scan folder: arrays per key (memory-mapped per shard) and the per-image table."""
@@ -131,14 +139,16 @@ class ScanResult:
         return np.concatenate(list(self.shard_arrays(key)))
 
     def table(self) -> Any:
-        """The per-image scalars as a pyarrow Table (columns ``index``, ``label`` and 1-D arrays)."""
+        """The per-image scalars as a pyarrow Table (columns ``index``, ``label``, ``row`` (the
+        position in the scanned inputs) and the 1-D arrays)."""
         import pyarrow.parquet as pq
 
         return pq.read_table(self.folder / INDEX)
 
 
-def _write_shard(folder: Path, shard: int, arrays: dict[str, np.ndarray]) -> None:
-    """Write a shard's arrays and table into a temporary folder, then rename it into place."""
+def _write_shard(folder: Path, shard: int, first: int, arrays: dict[str, np.ndarray]) -> None:
+    """Write a shard's arrays and table (its rows start at input ``first``) into a temporary folder,
+    then rename it into place."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -148,7 +158,8 @@ def _write_shard(folder: Path, shard: int, arrays: dict[str, np.ndarray]) -> Non
     tmp.mkdir()
     for key, value in arrays.items():
         np.save(tmp / f"{key}.npy", value)
-    columns = {key: value for key, value in arrays.items() if value.ndim == 1}
+    rows = len(next(iter(arrays.values())))
+    columns = {"row": np.arange(first, first + rows), **{k: v for k, v in arrays.items() if v.ndim == 1}}
     pq.write_table(pa.table(columns), tmp / TABLE)
     os.replace(tmp, final)
 
@@ -260,7 +271,7 @@ def scan(
             else _ray(model, x, targets, fn, todo, shard_size, batch_size, threads, workers, address)
         )
         for shard, arrays in results:
-            _write_shard(folder, shard, arrays)
+            _write_shard(folder, shard, shard * shard_size, arrays)
             bar.update(len(next(iter(arrays.values()))))
     finally:
         bar.close()

@@ -122,3 +122,22 @@ def test_ray_run_equals_local_run(relevance_bytes, tmp_path):
     for key in ("relevance", "total", "predicted"):
         np.testing.assert_array_equal(distributed.array(key), local.array(key))
     assert distributed.table().equals(local.table())
+
+
+def test_evaluation_relevance_through_the_scan_is_kept_and_reused(tmp_path):
+    from onnxlrp.evaluation.heatmaps import compute_relevance
+    from onnxlrp.methods import parse_method
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
+    model = export(net, (3, 8, 8), tmp_path / "net.onnx")
+    x, targets = _data(20), _targets(20)
+    method = parse_method("alphabeta:2,1")
+    direct = compute_relevance(model, x, targets, method)
+    stored = compute_relevance(model, x, targets, method, store=tmp_path / "relevance", batch_size=8)
+    np.testing.assert_allclose(stored, direct, rtol=0, atol=1e-6 * np.abs(direct).max())
+    shard = tmp_path / "relevance" / "alphabeta_2_1" / shard_name(0) / "relevance.npy"
+    before = os.stat(shard).st_mtime_ns
+    again = compute_relevance(model, x, targets, method, store=tmp_path / "relevance", batch_size=8)
+    assert os.stat(shard).st_mtime_ns == before
+    np.testing.assert_array_equal(again, stored)

@@ -47,6 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--datasets", default=None, help="folder of mnist.npz / cifar10_jpeg.npz")
     p.add_argument("--out", default=None, help="output folder (default: out/evaluate/<model>-<data>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--relevance-dir",
+        default=None,
+        help="keep each method's relevance there (resumable scan shards; a rerun reuses them)",
+    )
+    p.add_argument("--ray", action="store_true", help="compute the relevance on Ray (needs --relevance-dir)")
     p.set_defaults(func=run)
 
 
@@ -86,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         methods = [parse_method(s) for s in method_specs(args)]
     except ValueError as error:
         raise OnnxLrpError(str(error)) from error
+    if args.ray and not args.relevance_dir:
+        raise OnnxLrpError("--ray computes the relevance into scan shards: give --relevance-dir DIR too")
     path, zoo_model = locate(args.model)
     x, labels, _ = load_dataset(args.data, zoo_model, n=args.n, datasets_dir=args.datasets)
     model_name = Path(args.model).stem if args.model.endswith(".onnx") else args.model
@@ -107,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             labels=labels,
             progress=not args.no_progress,
+            store=args.relevance_dir,
+            backend="ray" if args.ray else "local",
             model_name=model_name,
             data_name=data_name,
         )

@@ -3,8 +3,11 @@ gradient x input identity check."""
 
 from __future__ import annotations
 
+import os
+import re
 import warnings
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +17,7 @@ from onnxlrp.explaining import run_batched
 from onnxlrp.loading import ModelLike, load_model
 from onnxlrp.methods import Method, parse_method
 from onnxlrp.ops import has_fact
+from onnxlrp.scan import InputRelevance, scan
 
 
 def gradient_x_input_ok(model: ModelLike) -> list[str]:
@@ -50,9 +54,13 @@ def compute_relevance(
     high: Any = None,
     progress: bool = False,
     compiled: Any = None,
+    store: str | os.PathLike | None = None,
+    backend: str = "local",
 ) -> np.ndarray:
     """Heatmaps [N, C, H, W] of ``method`` for ``targets`` (the LRP ones via onnxlrp.compile, or the
-    relevance graph ``compiled``); ``low``/``high``: the box bounds of zbox and epsilon-gamma-box."""
+    relevance graph ``compiled``); ``low``/``high``: the box bounds of zbox and epsilon-gamma-box.
+    With ``store`` (a folder) the heatmaps are computed by ``onnxlrp.scan`` into a subfolder per
+    method, resumable and reused by a later run, on ``backend`` ("local" or "ray")."""
     if method.kind == "random":
         return random_relevance(x.shape, seed)
     import onnxlrp
@@ -61,7 +69,16 @@ def compute_relevance(
     if kwargs.get("rule") == "zbox" or kwargs.get("composite") == "epsilon-gamma-box":
         kwargs.setdefault("low", low)
         kwargs.setdefault("high", high)
-    session = onnxlrp.RelevanceSession(compiled if compiled is not None else onnxlrp.compile(model, **kwargs))
+    graph = compiled if compiled is not None else onnxlrp.compile(model, **kwargs)
+    if store is not None:
+        folder = Path(store) / re.sub(r"[^A-Za-z0-9._-]+", "_", method.label)
+        data = np.ascontiguousarray(x, dtype=np.float32)
+        scanned = scan(
+            graph.SerializeToString(), data, InputRelevance(), folder, targets=targets,
+            batch_size=batch_size, progress=progress, backend=backend, describe="input relevance",
+        )  # fmt: skip
+        return np.asarray(scanned.array("relevance"), dtype=np.float32)
+    session = onnxlrp.RelevanceSession(graph)
     result = run_batched(
         session.run,
         x,
@@ -114,8 +131,11 @@ def method_region_scores(
     low: Any = None,
     high: Any = None,
     progress: bool = False,
+    store: str | os.PathLike | None = None,
+    backend: str = "local",
 ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Region scores [N, R] (relevance summed per region and over channels) of each method.
+    """Region scores [N, R] (relevance summed per region and over channels) of each method
+    (``store``/``backend``: see ``compute_relevance``).
 
     Methods with the same relevance (gradxinput and lrp0) share one computation and one array.
     Non-finite relevance is set to 0 (with a note). Returns (label -> scores, notes).
@@ -145,7 +165,7 @@ def method_region_scores(
         if key not in cache:
             relevance = compute_relevance(
                 model, x, targets, method, batch_size=batch_size, seed=seed, low=low, high=high,
-                progress=progress,
+                progress=progress, store=store, backend=backend,
             )  # fmt: skip
             if not np.all(np.isfinite(relevance)):
                 bad_n = int((~np.isfinite(relevance)).reshape(len(x), -1).any(axis=1).sum())

@@ -65,6 +65,8 @@ def evaluate(
     forward_fn: ForwardFn | None = None,
     targets: np.ndarray | None = None,
     scores: dict[str, np.ndarray] | None = None,
+    store: str | os.PathLike | None = None,
+    backend: str = "local",
     **settings: Any,
 ) -> EvaluationResult:
     """Perturbation curves of every method on one model: returns an ``EvaluationResult``.
@@ -73,7 +75,8 @@ def evaluate(
     One forward session of the model (its logits, ``LogitSession``) is built once and serves every
     method, unless ``forward_fn`` is given; the targets are the clean images' predicted classes unless
     given. The box bounds of zbox/epsilon-gamma-box are the data's global min and max. ``scores``
-    (label -> [N, R], from ``method_region_scores``) skips the relevance computation.
+    (label -> [N, R], from ``method_region_scores``) skips the relevance computation; ``store`` keeps
+    each method's relevance there as resumable scan shards (computed on ``backend``, "local" or "ray").
     """
     setup = setup_from(setup, settings)
     forward = forward_fn if forward_fn is not None else LogitSession(model)
@@ -88,7 +91,7 @@ def evaluate(
     if scores is None:
         scores, notes = method_region_scores(
             model, x, targets, methods, region=setup.region, batch_size=min(batch_size, 256),
-            seed=setup.seed, low=low, high=high, progress=progress,
+            seed=setup.seed, low=low, high=high, progress=progress, store=store, backend=backend,
         )  # fmt: skip
     done: dict[int, np.ndarray] = {}
     curves: dict[str, np.ndarray] = {}
