@@ -235,7 +235,7 @@ h1{font-size:18px;margin:0 0 4px} .sub{color:#555;margin-bottom:10px}
 .bar{position:sticky;top:0;background:#fafafa;padding:6px 0;z-index:1}
 input,select{font:inherit;padding:3px 6px;margin-right:8px}
 .grid{display:flex;flex-wrap:wrap;gap:10px}
-.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;width:560px}
+.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;width:fit-content}
 .card h2{font-size:14px;margin:0 0 4px} .meta{color:#555;font-size:12px;margin-bottom:4px}
 .row{display:flex;align-items:center;gap:6px;margin:3px 0} .row span{width:70px;color:#555;font-size:11px}
 .row img{image-rendering:pixelated;max-width:470px}
