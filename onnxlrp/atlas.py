@@ -159,7 +159,8 @@ def build_atlas(
             _record(int(channel), data, relevance, activation, shares, by_relevance[a], by_activation[a])
         )
         records[-1]["share"] = float(positive[channel] / layer_positive)
-        records[-1]["centre_share"] = float(np.nanmean(centre))
+        finite = [value for value in centre if np.isfinite(value)]  # none for a channel without relevance
+        records[-1]["centre_share"] = float(np.mean(finite)) if finite else None
     summary = {
         **data.describe,
         "layer": graph.tensor,
@@ -169,7 +170,7 @@ def build_atlas(
         "classes": data.class_names,
         "channels": records,
     }
-    _write_text(folder / "concepts.json", json.dumps(summary, indent=1))
+    _write_text(folder / "concepts.json", json.dumps(summary, indent=1, allow_nan=False))
     _write_text(page, render_html(summary))
     return page
 
@@ -217,7 +218,7 @@ def render_html(summary: dict) -> str:
     header = ", ".join(
         f"{key}: {html.escape(str(summary[key]))}" for key in ("model", "data", "rule") if key in summary
     )
-    payload = json.dumps(summary).replace("</", "<\\/")
+    payload = json.dumps(summary, allow_nan=False).replace("</", "<\\/")  # NaN would break JSON.parse
     return (
         _PAGE.replace("%TITLE%", html.escape(f"concept atlas: {summary['layer']}"))
         .replace("%HEADER%", header)
@@ -235,7 +236,7 @@ h1{font-size:18px;margin:0 0 4px} .sub{color:#555;margin-bottom:10px}
 .bar{position:sticky;top:0;background:#fafafa;padding:6px 0;z-index:1}
 input,select{font:inherit;padding:3px 6px;margin-right:8px}
 .grid{display:flex;flex-wrap:wrap;gap:10px}
-.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;width:fit-content}
+.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;width:fit-content;max-width:560px}
 .card h2{font-size:14px;margin:0 0 4px} .meta{color:#555;font-size:12px;margin-bottom:4px}
 .row{display:flex;align-items:center;gap:6px;margin:3px 0} .row span{width:70px;color:#555;font-size:11px}
 .row img{image-rendering:pixelated;max-width:470px}
@@ -273,7 +274,8 @@ function card(ch) {
   <h2>channel ${ch.channel}</h2>
   <div class="meta">${(100 * ch.share).toFixed(2)}% of the layer's positive relevance; mean relevance
   ${ch.relevance_mean.toPrecision(3)}; mean max activation ${ch.activation_mean.toPrecision(3)};
-  centre share ${ch.centre_share.toFixed(2)}; top classes: ${tops.join(', ') || '-'}</div>
+  centre share ${ch.centre_share === null ? '-' : ch.centre_share.toFixed(2)};
+  top classes: ${tops.join(', ') || '-'}</div>
   <div class="row"><span>relevance</span><img src="channels/c${pad(ch.channel)}_relevance.png"
     title="${refs(ch.by_relevance)}"></div>
   <div class="row"><span>activation</span><img src="channels/c${pad(ch.channel)}_activation.png"
@@ -287,8 +289,9 @@ function draw() {
   if (key === 'share') list.sort((a, b) => b.share - a.share);
   if (key === 'activation') list.sort((a, b) => b.activation_mean - a.activation_mean);
   if (key === 'channel') list.sort((a, b) => a.channel - b.channel);
-  if (key === 'centre') list.sort((a, b) => b.centre_share - a.centre_share);
-  if (key === 'edge') list.sort((a, b) => a.centre_share - b.centre_share);
+  const centre = (ch, missing) => ch.centre_share === null ? missing : ch.centre_share;
+  if (key === 'centre') list.sort((a, b) => centre(b, -1) - centre(a, -1));
+  if (key === 'edge') list.sort((a, b) => centre(a, 2) - centre(b, 2));
   const html = list.map(card).filter(h => {
     if (!q) return true;
     const t = h.match(/data-text="([^"]*)"/)[1].toLowerCase();

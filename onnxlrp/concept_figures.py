@@ -30,7 +30,7 @@ def _candidates(summary: dict) -> list[dict]:
     if len(summary["channels"]) < int(summary["layer_shape"][0]):
         raise ConceptError("the atlas covers only some channels; build it without --channels")
     average = 1.0 / len(summary["channels"])
-    return [r for r in summary["channels"] if r["share"] >= average and np.isfinite(r["centre_share"])]
+    return [r for r in summary["channels"] if r["share"] >= average and r["centre_share"] is not None]
 
 
 def object_channels(summary: dict, label: int, count: int = 3) -> list[int]:

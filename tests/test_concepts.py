@@ -205,3 +205,34 @@ def test_figures_pick_object_and_background_channels(net_path, tmp_path):
         f"fig8_concepts_c{served[-1]}.png",
         "fig9_concepts.png",
     ]
+
+
+def test_atlas_of_a_layer_with_a_dead_channel_stays_valid_json(net_path, data, tmp_path):
+    """A channel that is never active gets no relevance and no centre share: null, not NaN (which
+    would make the page's JSON.parse fail)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(net_path))
+    for init in model.graph.initializer:
+        value = numpy_helper.to_array(init).copy()
+        if init.name == "conv1.weight":
+            value[0] = 0.0
+        elif init.name == "conv1.bias":
+            value[0] = -1.0
+        else:
+            continue
+        init.CopyFrom(numpy_helper.from_array(value, init.name))
+    x, labels = data
+    graph = concept_graph(model, "/act1/Relu", rule="epsilon")
+    atlas = AtlasData(x, labels, np.arange(len(x)), [f"class{k}" for k in range(5)], -1.0, 1.0)
+    page = build_atlas(graph, atlas, tmp_path, top=2, log=lambda *a: None, progress=False)
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in the JSON")
+
+    summary = json.loads((tmp_path / "concepts.json").read_text(), parse_constant=refuse)
+    dead = next(r for r in summary["channels"] if r["channel"] == 0)
+    assert dead["share"] == 0 and dead["centre_share"] is None
+    embedded = page.read_text().split('type="application/json">')[1].split("</script>")[0]
+    json.loads(embedded, parse_constant=refuse)
