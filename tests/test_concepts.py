@@ -236,3 +236,19 @@ def test_atlas_of_a_layer_with_a_dead_channel_stays_valid_json(net_path, data, t
     assert dead["share"] == 0 and dead["centre_share"] is None
     embedded = page.read_text().split('type="application/json">')[1].split("</script>")[0]
     json.loads(embedded, parse_constant=refuse)
+
+
+def test_concepts_of_a_folder_of_images(net_path, data, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(5):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / f"img{k}.png")
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "atlas"
+    args = ["concepts", str(net_path), str(folder), "--layer", LAYER, "--top", "2", "--out", str(out)]
+    assert main([*args, "--no-progress"]) == 0
+    summary = json.loads((out / "concepts.json").read_text())
+    assert summary["images"] == 5 and len(summary["channels"]) == 6

@@ -66,10 +66,10 @@ def run(args: argparse.Namespace) -> int:
     from onnxlrp.inputs import data_set_inputs
 
     handle = load_model(args.model)
-    x, labels, indices = data_set_inputs(handle, args.data, n=args.n, datasets_dir=args.datasets)
     options = compile_options(args)
     given = {key: value for key, value in options.items() if value is not None}
-    graph = concept_graph(handle.model, args.layer, **options)
+    graph = concept_graph(handle.model, args.layer, **options)  # a bad layer fails before the data loads
+    x, labels, indices = data_set_inputs(handle, args.data, n=args.n, datasets_dir=args.datasets)
     data = AtlasData(
         x,
         labels,
