@@ -35,8 +35,9 @@ import torch  # noqa: E402
 
 from benchmarks import models  # noqa: E402
 from benchmarks.zennit_compat import make_composite  # noqa: E402
-from onnxlrp import evaluation  # noqa: E402
 from onnxlrp.concepts import concept_graph, scan_channels  # noqa: E402
+from onnxlrp.datasets import load_dataset  # noqa: E402
+from onnxlrp.zoo import locate  # noqa: E402
 
 LAYER_ONNX = "/features/features.6/features.6.0/Conv_output_0"  # conv 256 -> 384 at 8x8
 LAYER_TORCH = "features.6.0"
@@ -111,8 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     model, _, _ = models.load_case("resnet9")
-    zoo_model = evaluation.resolve_model("cifar10-resnet")[1]
-    x, labels, _ = evaluation.load_dataset("cifar10", zoo_model)
+    x, labels, _ = load_dataset("cifar10", locate("cifar10-resnet")[1])
     report: dict = {"layer": LAYER_ONNX, "images": args.n, "cores": os.cpu_count()}
 
     seconds, relevance = onnxlrp_scan(x, labels, args.n, threads=2)
