@@ -42,6 +42,7 @@ import torch  # noqa: E402
 import onnxlrp  # noqa: E402
 from benchmarks import models, prototypes  # noqa: E402
 from benchmarks.zennit_compat import Gradient, logit_seed, make_composite, zennit  # noqa: E402
+from onnxlrp import benchmarking  # noqa: E402
 
 RULES = {"epsilon": {"rule": "epsilon"}, "epsilon-plus": {"composite": "epsilon-plus"}}
 TARGETS = {"lrp/ort": 2.5, "zennit/lrp b1": 3.0, "zennit/lrp b64": 1.5, "compile_s": 1.0}
@@ -49,13 +50,9 @@ TARGETS = {"lrp/ort": 2.5, "zennit/lrp b1": 3.0, "zennit/lrp b64": 1.5, "compile
 
 # --------------------------------------------------------------------------- tools
 def ort_options(threads: int, level=None, mem_pattern: bool | None = None) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    # idle worker threads sleep instead of spinning: the tools run interleaved in one process, and a
-    # spinning pool would steal the cores from the next tool (applied to every session alike)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    """onnxlrp.benchmarking's session options (idle workers sleep: the tools run interleaved in one
+    process), with an optional graph optimisation level and memory-pattern switch."""
+    options = benchmarking.session_options(threads)
     if level is not None:
         options.graph_optimization_level = level
     if mem_pattern is not None:
@@ -146,61 +143,11 @@ def agreement(tools: Tools, rule: str) -> dict:
 
 
 # --------------------------------------------------------------------------- timing
-def interleaved(fns: dict, rounds: int, budget_s: float, warmup: int = 1) -> dict:
-    """Run every callable once per round (rotating the order), at least 3 rounds, then until
-    `rounds` rounds or `budget_s` seconds. Returns per-tool lists of seconds."""
-    names = list(fns)
-    for name in names:
-        for _ in range(warmup):
-            fns[name]()
-    times = {name: [] for name in names}
-    start = time.perf_counter()
-    for r in range(rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order:
-            t0 = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - t0)
-        if r >= 2 and time.perf_counter() - start > budget_s:
-            break
-    return times
-
-
-def summary(ts: list[float]) -> dict:
-    q = np.percentile(ts, [25, 50, 75])
-    return {
-        "median": float(q[1]),
-        "q1": float(q[0]),
-        "q3": float(q[2]),
-        "min": min(ts),
-        "max": max(ts),
-        "n": len(ts),
-    }
-
-
-def paired_ratio(a: list[float], b: list[float]) -> float:
-    """Median over rounds of a_i / b_i (both measured in the same round)."""
-    return float(statistics.median(x / y for x, y in zip(a, b, strict=False)))
+# one timing loop for the library's `onnxlrp benchmark` and these tables
+interleaved, summary, paired_ratio = benchmarking.interleaved, benchmarking.summary, benchmarking.paired_ratio
 
 
 # --------------------------------------------------------------------------- memory
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM (peak RSS) to the current RSS (Linux >= 4.0)
-        return True
-    except OSError:
-        return False
-
-
 def _probe_tool(case: str, batch: int, tool: str):
     """Only what `tool` needs, loaded from files prepared beforehand (no compile, no export here)."""
     _, onnx_path, _ = models.load_case(case)
@@ -251,19 +198,7 @@ def memory_probe(case: str, batch: int, tool: str, threads: int) -> dict:
         sys.stdout.flush()
         os.execv(sys.executable, [sys.executable, *sys.argv])
     torch.set_num_threads(threads)
-    after_imports = _rss_kib("VmRSS")
-    fn = _probe_tool(case, batch, tool)
-    setup_peak = _rss_kib("VmHWM")
-    before = _rss_kib("VmRSS")
-    if not _reset_peak():
-        return {"error": "cannot reset the peak RSS (/proc/self/clear_refs)"}
-    fn()
-    peak = _rss_kib("VmHWM")
-    return {
-        "run_mib": (peak - before) / 1024,
-        "total_mib": (max(setup_peak, peak) - after_imports) / 1024,
-        "v": 3,
-    }
+    return {**benchmarking.measure_peak(lambda: _probe_tool(case, batch, tool)), "v": 3}
 
 
 def measure_memory(case: str, batch: int, tool: str, threads: int) -> dict:
