@@ -6,7 +6,7 @@ so rules can drop terms that are zero at compile time (a zero weight part, a non
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, overload
 
 import numpy as np
@@ -14,12 +14,22 @@ import onnx
 from onnx import helper, numpy_helper
 
 
-def _content_key(array: np.ndarray, samples: int = 32) -> tuple:
+def _content_key(array: np.ndarray, samples: int = 32, elementwise=None) -> tuple:
     """Type, shape and a strided sample of the values: equal arrays share a key, and unequal arrays
-    of one shape rarely do (those few get compared in full)."""
+    of one shape rarely do (those few get compared in full). With ``elementwise``: the key of
+    ``elementwise(array)``, computed from the sample alone."""
     flat = array.reshape(-1)
     step = max(1, flat.size // samples)
-    return array.dtype.str, array.shape, flat[::step][:samples].tobytes()
+    sample = flat[::step][:samples]
+    return array.dtype.str, array.shape, (sample if elementwise is None else elementwise(sample)).tobytes()
+
+
+def _positive(a: np.ndarray) -> np.ndarray:
+    return np.maximum(a, 0).astype(a.dtype)
+
+
+def _negative(a: np.ndarray) -> np.ndarray:
+    return np.minimum(a, 0).astype(a.dtype)
 
 
 def _write_tensor(tensor: onnx.TensorProto, array: np.ndarray, name: str) -> None:
@@ -33,7 +43,10 @@ def _write_tensor(tensor: onnx.TensorProto, array: np.ndarray, name: str) -> Non
 class GraphBuilder:
     """Collects nodes, and writes initializers straight into ``graph`` (no copies of large weights
     later). Every name it makes starts with ``prefix``. A constant equal to one already in ``graph``
-    or made before is not stored twice (e.g. a strided transpose reuses the forward conv's weight)."""
+    or made before is not stored twice (e.g. a strided transpose reuses the forward conv's weight).
+    A weight's positive or negative part, or a weight rearranged by `derived`, is computed in the
+    graph from the stored weight (onnxruntime folds these nodes once, when the session starts), so
+    the file holds each weight once."""
 
     def __init__(
         self,
@@ -49,11 +62,26 @@ class GraphBuilder:
         self._prefix = prefix
         self._counter = 0
         self._stored: dict[tuple, list[tuple[np.ndarray, str]]] = {}
+        # content key of a weight's positive / negative part -> (weight, its name, which part)
+        self._parts: dict[tuple, list[tuple[np.ndarray, str, bool]]] = {}
         for name, array in (stored or {}).items():
             self._remember(array, name)
 
     def _remember(self, array: np.ndarray, name: str) -> None:
         self._stored.setdefault(_content_key(array), []).append((array, name))
+        if array.ndim >= 2 and array.dtype == np.float32:
+            for positive, part in ((True, _positive), (False, _negative)):
+                key = _content_key(array, elementwise=part)
+                self._parts.setdefault(key, []).append((array, name, positive))
+
+    def _part_name(self, array: np.ndarray) -> str | None:
+        """Relu(W) or W - Relu(W) (= min(W, 0), exactly) when ``array`` is that part of a stored W."""
+        for weight, name, positive in self._parts.get(_content_key(array), []):
+            if positive and np.array_equal(array, _positive(weight)):
+                return self.op("Relu", [name], hint="w_pos")
+            if not positive and np.array_equal(array, _negative(weight)):
+                return self.op("Sub", [name, self.const(_positive(weight))], hint="w_neg")
+        return None
 
     def _stored_name(self, array: np.ndarray) -> str | None:
         for stored, name in self._stored.get(_content_key(array), []):
@@ -107,8 +135,19 @@ class GraphBuilder:
         array = np.asarray(value, dtype=dtype if not isinstance(value, np.ndarray) else value.dtype)
         name = self._stored_name(array)
         if name is None:
-            name = self.fresh(hint)
-            _write_tensor(self._graph.initializer.add(), array, name)
+            name = self._part_name(array)
+            if name is None:
+                name = self.fresh(hint)
+                _write_tensor(self._graph.initializer.add(), array, name)
+            self._remember(array, name)
+        return name
+
+    def derived(self, array: np.ndarray, make: Callable[[], str]) -> str:
+        """The constant ``array``, which ``make()`` computes in the graph from stored constants (and
+        returns the name of); made once however often it is asked for."""
+        name = self._stored_name(array)
+        if name is None:
+            name = make()
             self._remember(array, name)
         return name
 

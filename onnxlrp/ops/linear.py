@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxlrp.builder import GraphBuilder
 from onnxlrp.errors import UnsupportedModelError
 from onnxlrp.ops import EmitContext, register
 
@@ -80,7 +81,7 @@ def conv_maps(ctx: EmitContext, node: onnx.NodeProto, x: str, out: str, kernel, 
         if as_conv:  # a stride-1 transposed conv is a Conv with the flipped, in/out-swapped kernel (faster)
             return b.op(
                 "Conv",
-                [s, b.const(flipped_kernel(weight, group), "wt")],
+                [s, flipped_kernel_const(b, weight, group)],
                 strides=strides,
                 dilations=dilations,
                 pads=conv_pads,
@@ -98,6 +99,32 @@ def flipped_kernel(weight: np.ndarray, group: int) -> np.ndarray:
     grouped = weight.reshape(group, c_out // group, c_in_per_group, *kernel)
     swapped = np.swapaxes(grouped, 1, 2).reshape(group * c_in_per_group, c_out // group, *kernel)
     return np.ascontiguousarray(np.flip(swapped, axis=tuple(range(2, weight.ndim))))
+
+
+def flipped_kernel_const(b: GraphBuilder, weight: np.ndarray, group: int) -> str:
+    """flipped_kernel(weight, group) as a constant computed from weight's own: Reshape, Transpose and
+    Slice nodes that onnxruntime folds when the session starts, so the file stores the weight once."""
+
+    def make() -> str:
+        c_out, c_in_per_group, *kernel = weight.shape
+        w = b.const(weight, "w")
+        if group == 1:
+            swapped = b.op("Transpose", [w], perm=[1, 0, *range(2, weight.ndim)])
+        else:
+            grouped = b.op(
+                "Reshape", [w, b.const([group, c_out // group, c_in_per_group, *kernel], dtype=np.int64)]
+            )
+            swapped = b.op("Transpose", [grouped], perm=[0, 2, 1, *range(3, weight.ndim + 1)])
+            shape = [group * c_in_per_group, c_out // group, *kernel]
+            swapped = b.op("Reshape", [swapped, b.const(shape, dtype=np.int64)])
+        spatial = [axis for axis in range(2, weight.ndim) if weight.shape[axis] > 1]
+        if not spatial:
+            return swapped
+        ends = np.iinfo(np.int64).min
+        inputs = [[-1] * len(spatial), [ends] * len(spatial), spatial, [-1] * len(spatial)]
+        return b.op("Slice", [swapped, *(b.const(v, dtype=np.int64) for v in inputs)], hint="wt")
+
+    return b.derived(flipped_kernel(weight, group), make)
 
 
 def layer_bias(ctx: EmitContext, node: onnx.NodeProto, own_bias: np.ndarray | None):
@@ -149,7 +176,8 @@ def _matmul_layer(ctx: EmitContext, node, x_index: int, weight: np.ndarray, own_
         return b.op("MatMul", operands)
 
     def transpose(s: str, w: np.ndarray) -> str:
-        wt = b.const(np.swapaxes(w, -1, -2).copy(), "wt")
+        perm = [*range(w.ndim - 2), w.ndim - 1, w.ndim - 2]
+        wt = b.derived(np.swapaxes(w, -1, -2), lambda: b.op("Transpose", [b.const(w, "w")], perm=perm))
         return maybe_t(b.op("MatMul", [wt, s] if right else [s, wt]))
 
     bias, output = layer_bias(ctx, node, own_bias)
