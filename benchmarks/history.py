@@ -2,6 +2,8 @@
 
     python benchmarks/history.py            # the commits in HISTORY, writes benchmarks/history.json
     python benchmarks/history.py --quick    # LeNet only, a few rounds
+    python benchmarks/history.py --commits HEAD~1 HEAD --cases lenet:1 resnet9:64 --out /tmp/h.json
+                                            # a focused before/after (--memory: peak memory too)
 
 Each commit's `onnxlrp/` is exported with `git archive` and compiles every case in a subprocess
 (also timing the ResNet-50 compile and recording the relevance graph's file size). Then, in this
@@ -30,6 +32,7 @@ import onnxruntime as ort  # noqa: E402
 
 from benchmarks import models  # noqa: E402
 from benchmarks.run import RULES, interleaved, ort_options, paired_ratio  # noqa: E402
+from onnxlrp.benchmarking import memory_in_subprocess  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "history.json"
 HISTORY = [
@@ -64,6 +67,11 @@ print(json.dumps(result))
 """
 
 
+def short_hash(revision: str) -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", revision], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() or revision
+
+
 def compile_at(commit: str, folder: Path, cases: list[str], repeats: int) -> dict:
     """Compile every case with onnxlrp as of `commit` (exported into `folder`)."""
     source = folder / commit
@@ -80,7 +88,9 @@ def compile_at(commit: str, folder: Path, cases: list[str], repeats: int) -> dic
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def time_case(case: str, batch: int, rule: str, graphs: dict, rounds: int, budget: float) -> dict:
+def time_case(
+    case: str, batch: int, rule: str, graphs: dict, rounds: int, budget: float, memory: bool = False
+) -> dict:
     """Per commit: median per-round ratio (relevance graph / forward) and the difference of its
     relevance from the first commit's."""
 
@@ -96,7 +106,7 @@ def time_case(case: str, batch: int, rule: str, graphs: dict, rounds: int, budge
     fns = {"forward": lambda: forward.run(None, {name: x})}
     fns.update({c: (lambda s=s: s.run(["relevance"], {name: x})) for c, s in sessions.items()})
     times = interleaved(fns, rounds, budget)
-    return {
+    result = {
         "forward_ms": 1e3 * statistics.median(times["forward"]),
         "commits": {
             c: {
@@ -107,24 +117,43 @@ def time_case(case: str, batch: int, rule: str, graphs: dict, rounds: int, budge
             for c in sessions
         },
     }
+    if memory:
+        del sessions, fns
+        with tempfile.TemporaryDirectory() as folder:
+            x_file = str(Path(folder) / "x.npy")
+            np.save(x_file, x)
+            for c, graph in graphs.items():
+                result["commits"][c]["memory"] = memory_in_subprocess(
+                    graph, x_file, 2, ["CPUExecutionProvider"]
+                )
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="LeNet only, 3 rounds")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--commits", nargs="+", help="these commits instead of HISTORY's")
+    parser.add_argument("--cases", nargs="+", help="NET:BATCH pairs instead of the default cases")
+    parser.add_argument("--rules", nargs="+", choices=list(RULES), default=list(RULES))
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--memory", action="store_true", help="also each graph's peak memory (subprocess)")
     args = parser.parse_args(argv)
     cases = [c for c in CASES if c[0] == "lenet"] if args.quick else CASES
+    if args.cases:
+        cases = [(net, int(batch)) for net, batch in (c.split(":") for c in args.cases)]
+    history = [(short_hash(c), f"{c} (given on the command line)") for c in args.commits or []] or HISTORY
     rounds, budget = (3, 5.0) if args.quick else (15, 60.0)
-    result = {"commits": dict(HISTORY), "compile": {}, "runs": []}
+    rounds = args.rounds or rounds
+    result = {"commits": dict(history), "compile": {}, "runs": []}
     with tempfile.TemporaryDirectory() as folder:
-        for commit, label in HISTORY:
+        for commit, label in history:
             print(f"compile at {commit}: {label}", flush=True)
             result["compile"][commit] = compile_at(commit, Path(folder), sorted({c for c, _ in cases}), 3)
         for case, batch in cases:
-            for rule in RULES:
-                graphs = {c: result["compile"][c][f"{case}:{rule}"]["file"] for c, _ in HISTORY}
-                row = time_case(case, batch, rule, graphs, rounds, budget)
+            for rule in args.rules:
+                graphs = {c: result["compile"][c][f"{case}:{rule}"]["file"] for c, _ in history}
+                row = time_case(case, batch, rule, graphs, rounds, budget, args.memory)
                 result["runs"].append({"case": case, "batch": batch, "rule": rule, **row})
                 ratios = {c: round(v["vs_forward"], 2) for c, v in row["commits"].items()}
                 print(f"{case} b{batch} {rule}: {ratios}", flush=True)
