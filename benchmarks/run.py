@@ -99,19 +99,10 @@ class Tools:
         return run
 
     def torch_gradient(self):
-        def run():
-            x = self.xt.clone().requires_grad_(True)
-            out = self.twin(x)
-            return torch.autograd.grad(out, x, logit_seed(out.detach()))[0]
+        return input_gradient(self.twin, self.xt)
 
-        return run
-
-    def zennit(self, rule: str, model=None):
-        """zennit with the hooks and canonizers registered once (the attributor kept open)."""
-        model = model or self.model
-        attributor = Gradient(model=model, composite=make_composite(rule, model))
-        attributor.__enter__()
-        return lambda: attributor(self.xt, logit_seed)[1]
+    def zennit(self, rule: str):
+        return zennit_attribution(self.model, rule, self.xt)
 
     def make(self, tool: str):
         if tool == "ort_fwd":
@@ -122,6 +113,32 @@ class Tools:
             return self.torch_gradient()
         kind, rule = tool.split(":")
         return self.lrp(rule) if kind == "lrp" else self.zennit(rule)
+
+
+def input_gradient(model: torch.nn.Module, x: torch.Tensor):
+    """PyTorch's input gradient (forward + backward) of the seeded logit; parameters frozen, as a
+    user explaining a trained model would have them (no weight gradients are computed either way)."""
+    model.requires_grad_(False)
+
+    def run():
+        xg = x.clone().requires_grad_(True)
+        out = model(xg)
+        return torch.autograd.grad(out, xg, logit_seed(out.detach()))[0]
+
+    return run
+
+
+def zennit_attribution(model: torch.nn.Module, rule: str, x: torch.Tensor, own_copy: bool = True):
+    """zennit as a competent user runs it: the hooks and canonizers registered once (the attributor
+    kept open) on the user's own copy of the model, parameters frozen. The copy matters: two
+    attributors left open on one model stack both composites' hooks on every layer (twice the work,
+    and a relevance that is neither rule's). own_copy=False: `model` is already the attributor's alone
+    (the memory probe, where a copy would count twice)."""
+    model = (copy.deepcopy(model) if own_copy else model).requires_grad_(False)
+    attributor = Gradient(model=model, composite=make_composite(rule, model))
+    attributor.__enter__()
+    x = x.clone()  # zennit sets requires_grad on the tensor it is given
+    return lambda: attributor(x, logit_seed)[1]
 
 
 def agreement(tools: Tools, rule: str) -> dict:
@@ -162,19 +179,9 @@ def _probe_tool(case: str, batch: int, tool: str):
             str(_relevance_file(case, rule)), options=ort_options(torch.get_num_threads())
         )
         return lambda: sess.run(x)["relevance"]
-    model = models.folded_twin(case, onnx_path) if kind == "torch_grad" else models.load_case(case)[0]
-    xt = torch.from_numpy(x)
     if kind == "torch_grad":
-
-        def grad():
-            xg = xt.clone().requires_grad_(True)
-            out = model(xg)
-            return torch.autograd.grad(out, xg, logit_seed(out.detach()))[0]
-
-        return grad
-    attributor = Gradient(model=model, composite=make_composite(rule, model))
-    attributor.__enter__()
-    return lambda: attributor(xt, logit_seed)[1]
+        return input_gradient(models.folded_twin(case, onnx_path), torch.from_numpy(x))
+    return zennit_attribution(models.load_case(case)[0], rule, torch.from_numpy(x), own_copy=False)
 
 
 def _relevance_file(case: str, rule: str) -> Path:
