@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxlrp import OnnxLrpError
 from onnxlrp.benchmarking import benchmark, interleaved, paired_ratio, steps
+from onnxlrp.cli import main
 
 
 def dense_model() -> onnx.ModelProto:
@@ -74,3 +75,22 @@ def test_interleaved_rotates_the_order_and_pairs_rounds():
     assert calls == list("abcbcacab")
     assert all(len(ts) == 3 for ts in times.values())
     assert paired_ratio([2.0, 4.0, 9.0], [1.0, 1.0, 3.0]) == 3.0
+
+
+def test_benchmark_command_prints_the_report(tmp_path, capsys):
+    path = tmp_path / "dense.onnx"
+    onnx.save(dense_model(), str(path))
+    assert main(["benchmark", str(path), "--batch", "3", "--rounds", "2", "--rule", "zplus", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "input 3x6 (rule=zplus" in out and "ratio" in out and "whole process" in out
+
+
+def test_benchmark_command_refuses_a_missing_provider_in_one_line(tmp_path, capsys):
+    path = tmp_path / "dense.onnx"
+    onnx.save(dense_model(), str(path))
+    assert (
+        main(["benchmark", str(path), "--providers", "NoSuchExecutionProvider", "--no-memory", "--quiet"])
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NoSuchExecutionProvider" in err[0]
