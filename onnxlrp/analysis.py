@@ -85,12 +85,23 @@ def bias_adds(info: GraphInfo) -> dict[str, tuple[np.ndarray, str]]:
 
 
 def nonnegative(info: GraphInfo) -> set[str]:
-    """Tensors that are >= 0 by construction (ReLU outputs and what only pools or reshapes them)."""
+    """Tensors that are >= 0 by construction: ReLU outputs, and what pools, reshapes, joins or sums
+    only tensors >= 0 (every dynamic input known to be, every float constant input without a
+    negative value: a residual sum of two ReLU outputs is, a Pad with a negative fill is not)."""
     known: set[str] = set()
+
+    def holds(name: str) -> bool:
+        if name in info.dynamic:
+            return name in known
+        value = info.const(name)
+        return value is None or value.dtype.kind != "f" or not np.any(value < 0)
+
     for node in info.nodes:
-        inputs = [name for name in node.input if name in info.dynamic]
+        inputs = [name for name in node.input if name]
         if has_fact(node.op_type, "nonnegative") or (
-            has_fact(node.op_type, "order_preserving") and inputs and all(n in known for n in inputs)
+            has_fact(node.op_type, "order_preserving")
+            and any(name in info.dynamic for name in inputs)
+            and all(holds(name) for name in inputs)
         ):
             known.add(node.output[0])
     return known

@@ -249,6 +249,40 @@ def test_resnet_with_batchnorm_matches_reference(tmp_path):
         assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), setting
 
 
+class SumIntoConv(nn.Module):
+    """ResNet-9's block: x + block(x) of two ReLU outputs with no ReLU after the sum, read by a conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(6, 6, 3, padding=1), nn.ReLU())
+        self.after = nn.Sequential(nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1))
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(torch.flatten(self.after(x + self.block(x)), 1))
+
+
+def test_sum_of_relu_outputs_is_nonnegative(tmp_path):
+    """The conv after a sum of ReLU outputs gets z+ on x alone: no negative part, no second pair of
+    convolutions for it; relevance as the reference's (which splits x into both parts)."""
+    path = tmp_path / "sum_into_conv.onnx"
+    _export(SumIntoConv(), path)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
+    for setting, options in (
+        ("epsilon-plus", {"composite": "epsilon-plus"}),
+        ("alpha2beta1", {"rule": "alphabeta"}),
+    ):
+        model = onnxlrp.compile(path, **options)
+        ops = [node.op_type for node in model.graph.node]
+        signed_inputs = 1  # only the network's input has a negative part
+        assert ops.count("Min") == signed_inputs, (setting, ops.count("Min"))
+        got = onnxlrp.RelevanceSession(model).run(x)["relevance"]
+        want = reference.reference_lrp(str(path), x.astype(np.float64), reference_rules(setting))["relevance"]
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), setting
+
+
 # --- tf2onnx-shaped graphs ---------------------------------------------------------------------
 
 

@@ -37,7 +37,7 @@ RULE_PROTOCOLS: dict[str, type[Rule] | type[SumRule]] = {
 FACTS = {
     "linear_map": "a product with a constant weight (Conv, Gemm, ...): a bias Add after it is fused in",
     "nonnegative": "its output is >= 0 whatever its input",
-    "order_preserving": "its output is >= 0 wherever all its inputs are (pools, reshapes, joins)",
+    "order_preserving": "its output is >= 0 wherever all its inputs are (pools, reshapes, joins, sums)",
     "zero_at_zero": "an element-wise f with f(0) = 0",
     "gate": "a sigmoid-like gate: x * gate(...) gives x all the relevance",
     "shape_only": "moves or relabels values without changing them (Reshape, Squeeze, ...)",

@@ -79,8 +79,15 @@ def _arithmetic_zeros(node: onnx.NodeProto, info: GraphInfo) -> str:
     return "passed" if node.op_type in ("Mul", "Div") else "never"
 
 
-@register("Add", "Sub", kind=SUM_KIND, data_inputs=None, zeros=_arithmetic_zeros, facts=("piecewise_linear",))
-@register("Sum", kind=SUM_KIND, data_inputs=None, zeros=_arithmetic_zeros)
+@register(
+    "Add",
+    kind=SUM_KIND,
+    data_inputs=None,
+    zeros=_arithmetic_zeros,
+    facts=("piecewise_linear", "order_preserving"),
+)
+@register("Sub", kind=SUM_KIND, data_inputs=None, zeros=_arithmetic_zeros, facts=("piecewise_linear",))
+@register("Sum", kind=SUM_KIND, data_inputs=None, zeros=_arithmetic_zeros, facts=("order_preserving",))
 @register(
     "Mul",
     "Div",
