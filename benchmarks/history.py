@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,13 +90,22 @@ def compile_at(commit: str, folder: Path, cases: list[str], repeats: int) -> dic
 
 
 def time_case(
-    case: str, batch: int, rule: str, graphs: dict, rounds: int, budget: float, memory: bool = False
+    case: str,
+    batch: int,
+    rule: str,
+    graphs: dict,
+    rounds: int,
+    budget: float,
+    memory: bool = False,
+    cpu_time: bool = False,
 ) -> dict:
     """Per commit: median per-round ratio (relevance graph / forward) and the difference of its
     relevance from the first commit's."""
 
+    threads = 1 if cpu_time else 2
+
     def session(path: str) -> ort.InferenceSession:
-        return ort.InferenceSession(path, ort_options(2), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(path, ort_options(threads), providers=["CPUExecutionProvider"])
 
     x = models.sample_input(case, batch)
     forward = session(str(models.load_case(case)[1]))
@@ -105,7 +115,7 @@ def time_case(
     first = next(iter(outputs.values()))
     fns = {"forward": lambda: forward.run(None, {name: x})}
     fns.update({c: (lambda s=s: s.run(["relevance"], {name: x})) for c, s in sessions.items()})
-    times = interleaved(fns, rounds, budget)
+    times = interleaved(fns, rounds, budget, clock=time.process_time if cpu_time else time.perf_counter)
     result = {
         "forward_ms": 1e3 * statistics.median(times["forward"]),
         "commits": {
@@ -124,7 +134,7 @@ def time_case(
             np.save(x_file, x)
             for c, graph in graphs.items():
                 result["commits"][c]["memory"] = memory_in_subprocess(
-                    graph, x_file, 2, ["CPUExecutionProvider"]
+                    graph, x_file, threads, ["CPUExecutionProvider"]
                 )
     return result
 
@@ -138,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules", nargs="+", choices=list(RULES), default=list(RULES))
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--memory", action="store_true", help="also each graph's peak memory (subprocess)")
+    parser.add_argument(
+        "--cpu-time", action="store_true", help="1 thread, CPU seconds (steadier on a busy machine)"
+    )
     args = parser.parse_args(argv)
     cases = [c for c in CASES if c[0] == "lenet"] if args.quick else CASES
     if args.cases:
@@ -145,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     history = [(short_hash(c), f"{c} (given on the command line)") for c in args.commits or []] or HISTORY
     rounds, budget = (3, 5.0) if args.quick else (15, 60.0)
     rounds = args.rounds or rounds
-    result = {"commits": dict(history), "compile": {}, "runs": []}
+    result = {"commits": dict(history), "compile": {}, "runs": [], "cpu_time": args.cpu_time}
     with tempfile.TemporaryDirectory() as folder:
         for commit, label in history:
             print(f"compile at {commit}: {label}", flush=True)
@@ -153,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         for case, batch in cases:
             for rule in args.rules:
                 graphs = {c: result["compile"][c][f"{case}:{rule}"]["file"] for c, _ in history}
-                row = time_case(case, batch, rule, graphs, rounds, budget, args.memory)
+                row = time_case(case, batch, rule, graphs, rounds, budget, args.memory, args.cpu_time)
                 result["runs"].append({"case": case, "batch": batch, "rule": rule, **row})
                 ratios = {c: round(v["vs_forward"], 2) for c, v in row["commits"].items()}
                 print(f"{case} b{batch} {rule}: {ratios}", flush=True)
