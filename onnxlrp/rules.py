@@ -204,8 +204,17 @@ class AlphaBeta(Rule):
         sign ``sign`` (+1: the positive contributions, -1: the negative ones)."""
         if not any(x is not None and np.any(w) for x, w in ((xp, w_for_xp), (xn, w_for_xn))):
             return None  # no contribution of this sign (e.g. the negative part of a pooling layer)
-        z = b.total([layer.forward(xp, w_for_xp), layer.forward(xn, w_for_xn), _bias_const(b, bias)])
-        s = b.div(relevance, b.stabilize(z, self.stabilizer, like=relevance, sign=sign))
+        # z's sign is known, so its stabiliser joins the bias: one constant Add, which onnxruntime folds
+        # into the convolution or Gemm before it
+        shift = np.float32(sign * self.stabilizer)
+        stabilized_bias: str | None
+        if isinstance(bias, str):  # a bias computed in the graph
+            stabilized_bias = b.add(bias, b.const(shift)) if shift else bias
+        else:
+            stabilized_bias = _bias_const(b, np.asarray(shift if bias is None else bias + shift, np.float32))
+        z = b.total([layer.forward(xp, w_for_xp), layer.forward(xn, w_for_xn), stabilized_bias])
+        assert z is not None  # some contribution has this sign (checked above)
+        s = b.div(relevance, z)
         return b.add(_times_transpose(b, layer, xp, s, w_for_xp), _times_transpose(b, layer, xn, s, w_for_xn))
 
     def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
