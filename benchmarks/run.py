@@ -45,7 +45,9 @@ from benchmarks.zennit_compat import Gradient, logit_seed, make_composite, zenni
 from onnxlrp import benchmarking  # noqa: E402
 
 RULES = {"epsilon": {"rule": "epsilon"}, "epsilon-plus": {"composite": "epsilon-plus"}}
-TARGETS = {"lrp/ort": 2.5, "zennit/lrp b1": 3.0, "zennit/lrp b64": 1.5, "compile_s": 1.0}
+# onnxlrp / onnxruntime forward per rule: about 2x the forward's arithmetic for epsilon, 3x for the
+# two-weight rules (the floors), with 15% for everything else
+LRP_ORT_TARGETS = {"epsilon": 2.3, "epsilon-plus": 3.3}
 
 
 # --------------------------------------------------------------------------- tools
@@ -337,8 +339,10 @@ def write_report(res: dict, path: Path) -> None:
         "run each; spread = interquartile range [q1, q3]. Ratios: median over rounds of the per-round ratio. "
         "Compare ratios, not absolute times, between runs: the machine is shared and noisy.",
         "- onnxlrp = one onnxruntime session computing forward + relevance (`RelevanceSession.run`). "
-        "zennit = `Gradient(model, composite)` with the hooks registered once, seed one-hot * logit. "
+        "zennit = `Gradient(model, composite)` with the hooks registered once on its own copy of the model, "
+        "parameters frozen, seed one-hot * logit. "
         "PyTorch yardsticks run the BatchNorm-folded twin of the ONNX model (same weights as onnxruntime).",
+        *(f"- **Known problem of this run:** {c}" for c in res.get("caveats", [])),
         "",
         "## Targets",
         "",
@@ -347,10 +351,10 @@ def write_report(res: dict, path: Path) -> None:
     ]
     for row in res["rows"]:
         b, case, rule = row["batch"], row["case"], row["rule"]
-        lrp_ort = row["ratios"]["lrp/ort_fwd"]
+        lrp_ort, target = row["ratios"]["lrp/ort_fwd"], LRP_ORT_TARGETS[rule]
         lines.append(
-            f"| onnxlrp / ort forward <= 2.5 | {case} b{b} {rule} | {lrp_ort:.2f} | "
-            f"{verdict(lrp_ort, 2.5, False)} |"
+            f"| onnxlrp / ort forward <= {target} | {case} b{b} {rule} | {lrp_ort:.2f} | "
+            f"{verdict(lrp_ort, target, False)} |"
         )
     for row in res["rows"]:
         b, case, rule = row["batch"], row["case"], row["rule"]
