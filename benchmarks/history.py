@@ -43,6 +43,10 @@ HISTORY = [
     ("4e795c5", "max pooling: MaxUnpool for disjoint windows"),
     ("e1dd743", "average pooling: Resize for tiling windows"),
     ("875b672", "no dead nodes"),
+    ("1c40d8f", "start of the 2026-12-01 round (zennit baseline fixed, `onnxlrp benchmark`)"),
+    ("a23828f", "W+, W- and transposed kernels computed in the graph (file = model size)"),
+    ("0bca38b", "a sum of non-negative tensors is non-negative (ResNet-9's z+ skips x-)"),
+    ("f25cf1b", "alpha-beta stabiliser in the bias constant"),
 ]
 CASES = [(net, batch) for net in ("lenet", "cifar-paper", "resnet9") for batch in (1, 64)] + [("resnet50", 1)]
 
