@@ -33,6 +33,8 @@ function currentModel() {
   return state.manifest.models.find((m) => m.name === state.model);
 }
 
+const drawable = () => currentModel().preprocessing.color === "L";
+
 async function session() {
   const key = `${state.model}/${state.rule}`;
   if (!state.sessions.has(key)) {
@@ -93,6 +95,12 @@ async function chooseSample(index) {
   image.src = sample.file;
   await image.decode();
   document.querySelectorAll("#samples img").forEach((img, k) => img.classList.toggle("chosen", k === index));
+  if (drawable()) {
+    // the sample becomes the drawing: strokes drawn next change it
+    const ctx = $("draw").getContext("2d");
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(image, 0, 0, $("draw").width, $("draw").height);
+  }
   return setInputFrom(image);
 }
 
@@ -263,7 +271,7 @@ function showLayers(exposed) {
   box.replaceChildren();
   for (const layer of currentModel().layers) {
     const r = exposed[layer.tensor];
-    if (!r || r.dims.length !== 4) continue;
+    if (!r || r.dims.length !== 4 || r.dims[2] * r.dims[3] === 1) continue; // maps only
     const figure = document.createElement("figure");
     const canvas = document.createElement("canvas");
     heatmap(canvas, r.data, r.dims);
@@ -283,9 +291,9 @@ async function chooseModel(name) {
   rules.replaceChildren(...Object.keys(model.graphs).map((r) => new Option(r, r)));
   state.rule = params.get("rule") && model.graphs[params.get("rule")] ? params.get("rule") : rules.value;
   rules.value = state.rule;
-  const drawable = model.preprocessing.color === "L";
-  $("draw").style.display = drawable ? "block" : "none";
-  $("clear").style.display = $("draw-hint").style.display = drawable ? "inline" : "none";
+  $("draw").style.display = drawable() ? "block" : "none";
+  $("input-view").style.display = drawable() ? "none" : "block";
+  $("clear").style.display = $("draw-hint").style.display = drawable() ? "inline" : "none";
   $("samples").replaceChildren(
     ...model.samples.map((s, k) => {
       const img = document.createElement("img");

@@ -1,0 +1,152 @@
+"""Max pooling is winner-take-all: each window's relevance goes to its first maximum in row-major
+order (onnxruntime's `Indices`, PyTorch's gradient and zennit agree).
+
+The default graph finds the winners with operators every runtime implements (Slice, ArgMax, Equal,
+SpaceToDepth/DepthToSpace, ConvTranspose): a window's taps, stacked in row-major order, give
+ArgMax's first maximum. `runtime="onnxruntime"` routes through MaxPool's `Indices` output with
+MaxUnpool/ScatterElements instead, which only onnxruntime (CPU) implements.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import onnx
+
+from onnxlrp.errors import UnsupportedModelError
+from onnxlrp.ops import EmitContext, register
+from onnxlrp.ops.linear import conv_geometry
+
+NEGATIVE_INFINITY = np.array(-np.inf, np.float32)
+
+
+@register("MaxPool", kind="maxpool", zeros="passed")
+def emit_maxpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
+    if ctx.attr(node, "storage_order", 0) != 0:
+        raise UnsupportedModelError(f"node '{node.name}' (MaxPool): storage_order=1 is not supported")
+    kernel = list(ctx.attr(node, "kernel_shape"))
+    # explicit pads, the end pads grown by what a ceil_mode window reaches past x
+    strides, dilations, pads, output_padding = conv_geometry(ctx, node, node.input[0], node.output[0], kernel)
+    if ctx.runtime == "onnxruntime":
+        return {0: _route_by_indices(ctx, node, relevance[0], kernel, strides, dilations, pads)}
+    square_tiles = len(kernel) == 2 and kernel[0] == kernel[1] == strides[0] == strides[1]
+    if square_tiles and dilations == [1, 1]:
+        return {0: _route_square_tiles(ctx, node, relevance[0], kernel[0], pads)}
+    return {0: _route_windows(ctx, node, relevance[0], kernel, strides, dilations, pads, output_padding)}
+
+
+def _first_max(ctx: EmitContext, windows: str, relevance: str, axis: int, taps: int, rank: int) -> str:
+    """Window values with the taps on `axis`, in row-major order -> the relevance at each window's
+    first maximum (ArgMax picks the first of equal values), zero at its other taps."""
+    b = ctx.b
+    first = b.op("ArgMax", [windows], axis=axis, keepdims=1)
+    shape = [1] * (rank + 3)
+    shape[axis] = taps
+    tap = b.const(np.arange(taps, dtype=np.int64).reshape(shape), "taps")
+    mask = b.op("Cast", [b.op("Equal", [first, tap])], to=onnx.TensorProto.FLOAT)
+    return b.op("Mul", [mask, b.op("Unsqueeze", [relevance, b.const(np.array([axis], np.int64))])])
+
+
+def _pad(ctx: EmitContext, x: str, begin: list, end: list, value: str | None = None) -> str:
+    """Pad the spatial axes of x (zeros, or the scalar tensor `value`)."""
+    if not any(begin) and not any(end):
+        return x
+    b = ctx.b
+    pads = b.const(np.array([0, 0, *begin, 0, 0, *end], np.int64))
+    return b.op("Pad", [x, pads] + ([value] if value else []))
+
+
+def _route_square_tiles(ctx: EmitContext, node: onnx.NodeProto, relevance: str, k: int, pads: list) -> str:
+    """Windows that tile the (padded) input, k x k with stride k: SpaceToDepth stacks each window's
+    taps in row-major order, DepthToSpace puts the routed relevance back."""
+    b = ctx.b
+    x, y = node.input[0], node.output[0]
+    channels, *in_spatial = ctx.info.shape(x)[1:]
+    out = list(ctx.info.shape(y)[2:])
+    covered = [o * k for o in out]
+    begin = pads[:2]
+    end = [max(0, c - p - i) for c, p, i in zip(covered, begin, in_spatial, strict=True)]
+    grid = _pad(ctx, x, begin, end, b.const(NEGATIVE_INFINITY, "minus_inf"))
+    extent = [p + i + e for p, i, e in zip(begin, in_spatial, end, strict=True)]
+    axes = b.const(np.array([2, 3], np.int64))
+    if extent != covered:  # floor mode: the last rows/columns are in no window
+        grid = b.op("Slice", [grid, b.const(np.zeros(2, np.int64)), b.const(np.array(covered, np.int64)), axes])
+    stacked = b.op("SpaceToDepth", [grid], blocksize=k)  # [N, k*k*C, Ho, Wo], channel = tap * C + c
+    windows = b.op("Reshape", [stacked, b.const(np.array([0, k * k, channels, *out], np.int64))])
+    routed = _first_max(ctx, windows, relevance, axis=1, taps=k * k, rank=2)
+    routed = b.op("Reshape", [routed, b.const(np.array([0, k * k * channels, *out], np.int64))])
+    placed = b.op("DepthToSpace", [routed], blocksize=k, mode="DCR")  # on the covered grid
+    ends = [min(c, p + i) for c, p, i in zip(covered, begin, in_spatial, strict=True)]
+    if begin != [0, 0] or ends != covered:
+        placed = b.op("Slice", [placed, b.const(np.array(begin, np.int64)), b.const(np.array(ends, np.int64)), axes])
+    uncovered = [i - (e - s) for i, s, e in zip(in_spatial, begin, ends, strict=True)]
+    return _pad(ctx, placed, [0, 0], uncovered)
+
+
+def _route_windows(
+    ctx: EmitContext,
+    node: onnx.NodeProto,
+    relevance: str,
+    kernel: list,
+    strides: list,
+    dilations: list,
+    pads: list,
+    output_padding: list,
+) -> str:
+    """Any windows (overlapping, dilated, padded, any rank): one strided Slice per tap stacks the
+    windows, a grouped ConvTranspose with one-hot kernels adds the routed relevance back."""
+    b = ctx.b
+    x, y = node.input[0], node.output[0]
+    rank = len(kernel)
+    channels = ctx.info.shape(x)[1]
+    out = list(ctx.info.shape(y)[2:])
+    taps = int(np.prod(kernel))
+    padded = _pad(ctx, x, pads[:rank], pads[rank:], b.const(NEGATIVE_INFINITY, "minus_inf"))
+    axes, steps = b.const(np.arange(2, 2 + rank, dtype=np.int64)), b.const(np.array(strides, np.int64))
+    two = b.const(np.array([2], np.int64))
+    stacked = []
+    for tap in itertools.product(*[range(k) for k in kernel]):  # row-major
+        start = [t * d for t, d in zip(tap, dilations, strict=True)]
+        end = [s + (o - 1) * st + 1 for s, o, st in zip(start, out, strides, strict=True)]
+        starts, ends = b.const(np.array(start, np.int64)), b.const(np.array(end, np.int64))
+        stacked.append(b.op("Unsqueeze", [b.op("Slice", [padded, starts, ends, axes, steps]), two]))
+    windows = b.op("Concat", stacked, axis=2)  # [N, C, taps, *out]
+    routed = _first_max(ctx, windows, relevance, axis=2, taps=taps, rank=rank)
+    routed = b.op("Reshape", [routed, b.const(np.array([0, channels * taps, *out], np.int64))])
+    one_hot = np.zeros((channels, taps, taps), np.float32)
+    one_hot[:, np.arange(taps), np.arange(taps)] = 1
+    one_hot = one_hot.reshape(channels * taps, 1, *kernel)
+    extra = {"output_padding": output_padding} if any(output_padding) else {}
+    geometry = {"strides": strides, "dilations": dilations, "pads": pads, "group": channels}
+    return b.op("ConvTranspose", [routed, b.const(one_hot, "one_hot")], **geometry, **extra)
+
+
+def _route_by_indices(
+    ctx: EmitContext,
+    node: onnx.NodeProto,
+    relevance: str,
+    kernel: list,
+    strides: list,
+    dilations: list,
+    pads: list,
+) -> str:
+    """onnxruntime only: MaxPool's `Indices` output (flat offsets over N*C*H*W) with MaxUnpool where
+    the windows are disjoint, ScatterElements(add) where they overlap."""
+    if len(node.output) < 2 or not node.output[1]:
+        indices = ctx.b.fresh("maxpool_indices")
+        if len(node.output) < 2:
+            node.output.append(indices)
+        else:
+            node.output[1] = indices
+    b = ctx.b
+    x, indices = node.input[0], node.output[1]
+    if all(k == 1 or (d == 1 and s >= k) for k, s, d in zip(kernel, strides, dilations, strict=True)):
+        inputs = [relevance, indices, b.op("Shape", [x])]
+        return b.op("MaxUnpool", inputs, kernel_shape=kernel, strides=strides, pads=pads)
+    minus_one = b.const(np.array([-1], np.int64))
+    shape = b.op("Shape", [x])
+    zeros = b.op("Reshape", [b.op("ConstantOfShape", [shape]), minus_one])
+    flat = [b.op("Reshape", [t, minus_one]) for t in (indices, relevance)]
+    scattered = b.op("ScatterElements", [zeros, *flat], axis=0, reduction="add")
+    return b.op("Reshape", [scattered, shape])

@@ -1,0 +1,141 @@
+"""The web app in a real browser: Debian's chromium driven by Playwright (never `playwright install`).
+
+The page runs a relevance graph with onnxruntime-web; its input, relevance, inner-layer maps and the
+effect of a chosen target are compared with Python onnxruntime on the same input.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import onnxlrp
+from onnxlrp import zoo
+from onnxlrp.errors import OnnxLrpError
+from onnxlrp.web import build_site, find_ort_web, make_server
+
+CHROMIUM = Path(os.environ.get("ONNXLRP_CHROMIUM", "/usr/bin/chromium"))
+MODELS = ("mnist-lenet5", "cifar10-paper")
+RULES = ("epsilon", "epsilon-plus")
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    try:
+        find_ort_web()
+    except OnnxLrpError as error:
+        pytest.skip(str(error))
+    folder = build_site(tmp_path_factory.mktemp("web") / "site", models=MODELS, rules=RULES)
+    server = make_server(folder, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--enable-unsafe-webgpu"]
+        )
+        yield browser
+        browser.close()
+
+
+def _open(browser, url: str):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    response = page.goto(url)
+    assert response is not None and response.status == 200, f"{url}: HTTP {response and response.status}"
+    _wait_for_run(page, 1)
+    return page
+
+
+def _wait_for_run(page, runs: int) -> dict:
+    page.wait_for_function(
+        f"(window.onnxlrpApp && window.onnxlrpApp.runs >= {runs}) || "
+        "document.getElementById('status').dataset.state === 'error'",
+        timeout=120_000,
+    )
+    status = page.eval_on_selector("#status", "e => [e.dataset.state, e.textContent]")
+    assert status[0] == "done", f"the page says: {status[1]}"
+    return page.evaluate("window.onnxlrpApp.last")
+
+
+def _python(folder: Path, model: str, rule: str, x: np.ndarray, target: int) -> dict:
+    session = onnxlrp.RelevanceSession(folder / "models" / f"{model}.{rule}.onnx")
+    return session.run(x, target=target)
+
+
+def assert_close(got, want: np.ndarray, what: str) -> None:
+    got = np.asarray(got, np.float64).reshape(want.shape)
+    error, scale = np.abs(got - want).max(), np.abs(want).max()
+    assert error <= TOLERANCE * scale, f"{what}: max error {error:.3g} (scale {scale:.3g})"
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("rule", RULES)
+def test_page_explains_like_python(site, browser, model, rule, tmp_path):
+    folder, url = site
+    page = _open(browser, f"{url}/?ep=wasm&model={model}&rule={rule}")
+    assert page.evaluate("self.crossOriginIsolated"), "COOP/COEP headers missing: no WASM threads"
+    last = page.evaluate("window.onnxlrpApp.last")
+    assert (last["model"], last["rule"], last["backend"], last["target"]) == (model, rule, "wasm", -1)
+    x = np.asarray(last["input"], np.float32).reshape(last["dims"])
+    # the page preprocesses the first sample exactly as Python does
+    np.testing.assert_allclose(x, zoo.load_inputs(zoo.sample_paths(model)[:1], model), atol=1e-6)
+    want = _python(folder, model, rule, x, -1)
+    assert last["predicted"] == int(np.argmax(want["logits"]))
+    assert_close(last["logits"], want["logits"], "logits")
+    assert_close(last["relevance"], want["relevance"], "relevance")
+    for tensor, exposed in last["exposed"].items():
+        assert_close(exposed["data"], want[f"relevance:{tensor}"], f"relevance at {tensor}")
+
+    other = (last["predicted"] + 3) % len(last["logits"])
+    page.click(f"#classes [data-class='{other}']")  # "why is this `other` and not the prediction?"
+    chosen = _wait_for_run(page, 2)
+    assert (chosen["target"], chosen["explained"]) == (other, other)
+    want_other = _python(folder, model, rule, x, other)
+    assert_close(chosen["relevance"], want_other["relevance"], f"relevance for target {other}")
+    assert np.abs(want_other["relevance"] - want["relevance"]).max() > 0.1 * np.abs(want["relevance"]).max()
+    assert "and not" in page.text_content("#target-text")
+    page.screenshot(path=str(tmp_path / f"{model}.{rule}.png"), full_page=True)
+    assert (tmp_path / f"{model}.{rule}.png").stat().st_size > 10_000
+    page.close()
+
+
+def test_drawing_runs_live(site, browser):
+    """Strokes on the drawing canvas change the input and rerun the graph."""
+    _, url = site
+    page = _open(browser, f"{url}/?ep=wasm&model=mnist-lenet5")
+    page.click("#clear")
+    _wait_for_run(page, 2)
+    box = page.locator("#draw").bounding_box()
+    page.mouse.move(box["x"] + 140, box["y"] + 50)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 140, box["y"] + 230, steps=5)
+    page.mouse.up()
+    page.wait_for_function("window.onnxlrpApp.runs >= 3 && !document.getElementById('status').textContent.startsWith('running')")
+    last = page.evaluate("window.onnxlrpApp.last")
+    x = np.asarray(last["input"], np.float32).reshape(last["dims"])
+    assert x.max() > 0.9 and x.min() == -1.0  # a white stroke on black
+    page.close()
+
+
+def test_webgpu_when_available(site, browser):
+    folder, url = site
+    page = _open(browser, f"{url}/?model=cifar10-paper&rule=epsilon-plus")
+    last = page.evaluate("window.onnxlrpApp.last")
+    if last["backend"] != "webgpu":
+        pytest.skip("this browser has no WebGPU adapter (the page fell back to WASM)")
+    x = np.asarray(last["input"], np.float32).reshape(last["dims"])
+    assert_close(last["relevance"], _python(folder, "cifar10-paper", "epsilon-plus", x, -1)["relevance"], "relevance")
+    page.close()
