@@ -71,7 +71,10 @@ def _job(matrix: dict, runtime: str) -> dict:
         "cases": [
             {
                 "model": str(c["folder"] / "graph.onnx"),
-                "inputs": {"input": str(c["folder"] / "input.npy"), "target": str(c["folder"] / "target.npy")},
+                "inputs": {
+                    "input": str(c["folder"] / "input.npy"),
+                    "target": str(c["folder"] / "target.npy"),
+                },
                 "outputs": str(c["folder"] / runtime),
             }
             for c in matrix.values()
@@ -192,5 +195,7 @@ def test_runtime_agrees(matrix, run_in, runtime, model, rule):
     assert_close(got["logits"], expected["logits"], f"{runtime} {model} {rule}: logits")
     predicted_map = case["predicted"]["relevance"][1]
     ignored = np.abs(got["relevance"][1] - predicted_map).max() <= TOLERANCE * np.abs(predicted_map).max()
-    assert not ignored, f"{runtime} {model} {rule}: the fed target was ignored (the predicted class explained)"
+    assert not ignored, (
+        f"{runtime} {model} {rule}: the fed target was ignored (the predicted class explained)"
+    )
     assert_close(got["relevance"], expected["relevance"], f"{runtime} {model} {rule}: relevance")

@@ -6,6 +6,7 @@ effect of a chosen target are compared with Python onnxruntime on the same input
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -123,7 +124,9 @@ def test_drawing_runs_live(site, browser):
     page.mouse.down()
     page.mouse.move(box["x"] + 140, box["y"] + 230, steps=5)
     page.mouse.up()
-    page.wait_for_function("window.onnxlrpApp.runs >= 3 && !document.getElementById('status').textContent.startsWith('running')")
+    page.wait_for_function(
+        "window.onnxlrpApp.runs >= 3 && !document.getElementById('status').textContent.startsWith('running')"
+    )
     last = page.evaluate("window.onnxlrpApp.last")
     x = np.asarray(last["input"], np.float32).reshape(last["dims"])
     assert x.max() > 0.9 and x.min() == -1.0  # a white stroke on black
@@ -137,5 +140,42 @@ def test_webgpu_when_available(site, browser):
     if last["backend"] != "webgpu":
         pytest.skip("this browser has no WebGPU adapter (the page fell back to WASM)")
     x = np.asarray(last["input"], np.float32).reshape(last["dims"])
-    assert_close(last["relevance"], _python(folder, "cifar10-paper", "epsilon-plus", x, -1)["relevance"], "relevance")
+    assert_close(
+        last["relevance"], _python(folder, "cifar10-paper", "epsilon-plus", x, -1)["relevance"], "relevance"
+    )
     page.close()
+
+
+def test_server_sends_isolation_headers_and_types(site):
+    import urllib.request
+
+    _, url = site
+    for path, kind in [
+        ("/", "text/html"),
+        ("/app.js", "text/javascript"),
+        ("/ort/ort.webgpu.min.mjs", "text/javascript"),
+        ("/ort/ort-wasm-simd-threaded.asyncify.wasm", "application/wasm"),
+    ]:
+        with urllib.request.urlopen(url + path) as response:
+            assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+            assert response.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+            assert response.headers["Content-Type"].startswith(kind), path
+
+
+def test_web_export_writes_the_site_and_never_clobbers(tmp_path, capsys):
+    from onnxlrp.cli import main
+
+    try:
+        find_ort_web()
+    except OnnxLrpError as error:
+        pytest.skip(str(error))
+    out = tmp_path / "site"
+    assert main(["web", "--export", str(out), "--model", "mnist-lenet5", "--rule", "epsilon"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [m["name"] for m in manifest["models"]] == ["mnist-lenet5"]
+    assert (out / manifest["models"][0]["graphs"]["epsilon"]).is_file()
+    assert {"index.html", "app.js", "style.css"} <= {p.name for p in out.iterdir()}
+    assert main(["web", "--export", str(out), "--model", "mnist-lenet5"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["web", "--export", str(tmp_path / "other"), "--model", "no-such-model"]) == 2
+    assert not (tmp_path / "other").exists()

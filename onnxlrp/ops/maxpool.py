@@ -71,7 +71,9 @@ def _route_square_tiles(ctx: EmitContext, node: onnx.NodeProto, relevance: str, 
     extent = [p + i + e for p, i, e in zip(begin, in_spatial, end, strict=True)]
     axes = b.const(np.array([2, 3], np.int64))
     if extent != covered:  # floor mode: the last rows/columns are in no window
-        grid = b.op("Slice", [grid, b.const(np.zeros(2, np.int64)), b.const(np.array(covered, np.int64)), axes])
+        grid = b.op(
+            "Slice", [grid, b.const(np.zeros(2, np.int64)), b.const(np.array(covered, np.int64)), axes]
+        )
     stacked = b.op("SpaceToDepth", [grid], blocksize=k)  # [N, k*k*C, Ho, Wo], channel = tap * C + c
     windows = b.op("Reshape", [stacked, b.const(np.array([0, k * k, channels, *out], np.int64))])
     routed = _first_max(ctx, windows, relevance, axis=1, taps=k * k, rank=2)
@@ -79,7 +81,9 @@ def _route_square_tiles(ctx: EmitContext, node: onnx.NodeProto, relevance: str, 
     placed = b.op("DepthToSpace", [routed], blocksize=k, mode="DCR")  # on the covered grid
     ends = [min(c, p + i) for c, p, i in zip(covered, begin, in_spatial, strict=True)]
     if begin != [0, 0] or ends != covered:
-        placed = b.op("Slice", [placed, b.const(np.array(begin, np.int64)), b.const(np.array(ends, np.int64)), axes])
+        placed = b.op(
+            "Slice", [placed, b.const(np.array(begin, np.int64)), b.const(np.array(ends, np.int64)), axes]
+        )
     uncovered = [i - (e - s) for i, s, e in zip(in_spatial, begin, ends, strict=True)]
     return _pad(ctx, placed, [0, 0], uncovered)
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import os
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 
 class _IsolatedHandler(SimpleHTTPRequestHandler):
     """Serves files with COOP/COEP (cross-origin isolation: SharedArrayBuffer, WASM threads)."""
 
-    extensions_map = {
+    extensions_map: ClassVar[dict[str, str]] = {
         **SimpleHTTPRequestHandler.extensions_map,
         ".mjs": "text/javascript",
         ".js": "text/javascript",
@@ -28,7 +29,9 @@ class _IsolatedHandler(SimpleHTTPRequestHandler):
         pass
 
 
-def make_server(directory: str | os.PathLike, port: int = 8000, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+def make_server(
+    directory: str | os.PathLike, port: int = 8000, host: str = "127.0.0.1"
+) -> ThreadingHTTPServer:
     """An HTTP server for `directory` on host:port (port 0: any free port; see `server_address`)."""
     handler = functools.partial(_IsolatedHandler, directory=os.fspath(directory))
     return ThreadingHTTPServer((host, port), handler)

@@ -20,7 +20,11 @@ from onnxlrp.loading import save_model
 DEFAULT_RULES = ("epsilon", "epsilon-plus", "epsilon-gamma-box")
 ORT_WEB_ENV = "ONNXLRP_ORT_WEB"
 # the WebGPU build of onnxruntime-web; it also runs the WASM execution provider
-ORT_FILES = ("ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm")
+ORT_FILES = (
+    "ort.webgpu.min.mjs",
+    "ort-wasm-simd-threaded.asyncify.mjs",
+    "ort-wasm-simd-threaded.asyncify.wasm",
+)
 STATIC = Path(__file__).parent / "static"
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -65,7 +69,9 @@ def _model_entry(site: Path, name: str, rules: Sequence[str]) -> dict:
     samples = []
     for sample, path in zip(zoo.samples(name), zoo.sample_paths(name), strict=True):
         shutil.copyfile(path, site / "samples" / path.name)
-        samples.append({"file": f"samples/{path.name}", "label": str(sample.get("class", sample.get("label")))})
+        samples.append(
+            {"file": f"samples/{path.name}", "label": str(sample.get("class", sample.get("label")))}
+        )
     keys = ("color", "image_size", "scale", "offset", "pad", "pad_value")
     return {
         "name": name,
