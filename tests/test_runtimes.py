@@ -37,6 +37,12 @@ OLD_ORT_PYTHON = Path(os.environ.get("ONNXLRP_OLD_ORT_PYTHON", ROOT / ".venv-ort
 TOLERANCE = 1e-5
 
 
+def zoo_inputs(model: str, count: int) -> np.ndarray:
+    """The first `count` sample images of a zoo model, preprocessed as it was trained."""
+    entry = zoo.load(model)
+    return np.concatenate([entry.preprocess(path) for path in zoo.sample_paths(model)[:count]])
+
+
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory) -> dict:
     """Compile the 9 graphs, write their inputs (2 samples; the second with a fed non-predicted
@@ -44,7 +50,7 @@ def matrix(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("runtimes")
     cases = {}
     for model in MODELS:
-        x = zoo.load_inputs(zoo.sample_paths(model)[:2], model)
+        x = zoo_inputs(model, 2)
         for rule in RULES:
             graph = onnxlrp.compile(zoo.resolve_model(model), composite=rule)
             case = folder / f"{model}.{rule}"
@@ -199,3 +205,20 @@ def test_runtime_agrees(matrix, run_in, runtime, model, rule):
         f"{runtime} {model} {rule}: the fed target was ignored (the predicted class explained)"
     )
     assert_close(got["relevance"], expected["relevance"], f"{runtime} {model} {rule}: relevance")
+
+
+def test_compile_command_takes_the_runtime(tmp_path):
+    """`onnxlrp compile --runtime onnxruntime` writes the onnxruntime-only form; both forms agree."""
+    from onnxlrp.cli import main
+
+    x = zoo_inputs("cifar10-paper", 2)
+    maps = {}
+    for runtime in ("portable", "onnxruntime"):
+        out = tmp_path / f"{runtime}.onnx"
+        assert (
+            main(["compile", "cifar10-paper", "--rule", "epsilon", "--runtime", runtime, "-o", str(out)]) == 0
+        )
+        ops = {n.op_type for n in onnx.load(out).graph.node}
+        assert ("MaxUnpool" in ops) == (runtime == "onnxruntime")
+        maps[runtime] = onnxlrp.RelevanceSession(out).run(x, target=[-1, 4])["relevance"]
+    assert_close(maps["onnxruntime"], maps["portable"], "onnxruntime form vs portable")

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import onnxlrp
-from onnxlrp import zoo
 from onnxlrp.errors import OnnxLrpError
 from onnxlrp.web import build_site, find_ort_web, make_server
+from tests.test_runtimes import zoo_inputs
 
 CHROMIUM = Path(os.environ.get("ONNXLRP_CHROMIUM", "/usr/bin/chromium"))
 MODELS = ("mnist-lenet5", "cifar10-paper")
@@ -92,7 +92,7 @@ def test_page_explains_like_python(site, browser, model, rule, tmp_path):
     assert (last["model"], last["rule"], last["backend"], last["target"]) == (model, rule, "wasm", -1)
     x = np.asarray(last["input"], np.float32).reshape(last["dims"])
     # the page preprocesses the first sample exactly as Python does
-    np.testing.assert_allclose(x, zoo.load_inputs(zoo.sample_paths(model)[:1], model), atol=1e-6)
+    np.testing.assert_allclose(x, zoo_inputs(model, 1), atol=1e-6)
     want = _python(folder, model, rule, x, -1)
     assert last["predicted"] == int(np.argmax(want["logits"]))
     assert_close(last["logits"], want["logits"], "logits")

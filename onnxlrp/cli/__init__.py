@@ -12,7 +12,7 @@ import sys
 
 from onnxlrp.errors import OnnxLrpError
 
-COMMANDS = ["compile", "inspect", "evaluate", "convert", "explain", "reproduce", "zoo", "concepts"]
+COMMANDS = ["compile", "inspect", "evaluate", "convert", "explain", "reproduce", "zoo", "concepts", "web"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,7 @@ from onnxlrp.ops.linear import conv_geometry
 NEGATIVE_INFINITY = np.array(-np.inf, np.float32)
 
 
-@register("MaxPool", kind="maxpool", zeros="passed")
+@register("MaxPool", kind="maxpool", zeros="passed", facts=("order_preserving", "pool", "piecewise_linear"))
 def emit_maxpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     if ctx.attr(node, "storage_order", 0) != 0:
         raise UnsupportedModelError(f"node '{node.name}' (MaxPool): storage_order=1 is not supported")
@@ -121,9 +121,15 @@ def _route_windows(
     one_hot = np.zeros((channels, taps, taps), np.float32)
     one_hot[:, np.arange(taps), np.arange(taps)] = 1
     one_hot = one_hot.reshape(channels * taps, 1, *kernel)
-    extra = {"output_padding": output_padding} if any(output_padding) else {}
-    geometry = {"strides": strides, "dilations": dilations, "pads": pads, "group": channels}
-    return b.op("ConvTranspose", [routed, b.const(one_hot, "one_hot")], **geometry, **extra)
+    return b.op(
+        "ConvTranspose",
+        [routed, b.const(one_hot, "one_hot")],
+        strides=strides,
+        dilations=dilations,
+        pads=pads,
+        group=channels,
+        output_padding=output_padding if any(output_padding) else None,
+    )
 
 
 def _route_by_indices(
@@ -137,14 +143,8 @@ def _route_by_indices(
 ) -> str:
     """onnxruntime only: MaxPool's `Indices` output (flat offsets over N*C*H*W) with MaxUnpool where
     the windows are disjoint, ScatterElements(add) where they overlap."""
-    if len(node.output) < 2 or not node.output[1]:
-        indices = ctx.b.fresh("maxpool_indices")
-        if len(node.output) < 2:
-            node.output.append(indices)
-        else:
-            node.output[1] = indices
     b = ctx.b
-    x, indices = node.input[0], node.output[1]
+    x, indices = node.input[0], b.forward_output(node, 1, "maxpool_indices")
     if all(k == 1 or (d == 1 and s >= k) for k, s, d in zip(kernel, strides, dilations, strict=True)):
         inputs = [relevance, indices, b.op("Shape", [x])]
         return b.op("MaxUnpool", inputs, kernel_shape=kernel, strides=strides, pads=pads)

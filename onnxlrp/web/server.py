@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
+
+TYPES = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm"}
 
 
 class _IsolatedHandler(SimpleHTTPRequestHandler):
     """Serves files with COOP/COEP (cross-origin isolation: SharedArrayBuffer, WASM threads)."""
 
-    extensions_map: ClassVar[dict[str, str]] = {
-        **SimpleHTTPRequestHandler.extensions_map,
-        ".mjs": "text/javascript",
-        ".js": "text/javascript",
-        ".wasm": "application/wasm",
-        ".onnx": "application/octet-stream",
-    }
+    def guess_type(self, path: str | os.PathLike) -> str:
+        return TYPES.get(os.path.splitext(path)[1], super().guess_type(path))
 
     def end_headers(self) -> None:
         self.send_header("Cross-Origin-Opener-Policy", "same-origin")
@@ -29,9 +26,18 @@ class _IsolatedHandler(SimpleHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """A browser closing a connection early is normal; anything else is reported."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def make_server(
     directory: str | os.PathLike, port: int = 8000, host: str = "127.0.0.1"
 ) -> ThreadingHTTPServer:
     """An HTTP server for `directory` on host:port (port 0: any free port; see `server_address`)."""
     handler = functools.partial(_IsolatedHandler, directory=os.fspath(directory))
-    return ThreadingHTTPServer((host, port), handler)
+    return _Server((host, port), handler)
