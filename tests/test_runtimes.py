@@ -178,6 +178,9 @@ def test_graph_is_portable(matrix, model, rule):
     assert graph.ir_version == 8
     ops = {n.op_type for n in graph.graph.node}
     assert not ops & UNPORTABLE
+    # every initializer is used (onnxruntime warns about unused ones when a session is created)
+    used = {name for n in graph.graph.node for name in n.input}
+    assert not {t.name for t in graph.graph.initializer} - used
     assert all(len([o for o in n.output if o]) == 1 for n in graph.graph.node if n.op_type == "MaxPool")
 
 

@@ -48,13 +48,21 @@ def _first_max(ctx: EmitContext, windows: str, relevance: str, axis: int, taps: 
     return b.op("Mul", [mask, b.op("Unsqueeze", [relevance, b.const(np.array([axis], np.int64))])])
 
 
-def _pad(ctx: EmitContext, x: str, begin: list, end: list, value: str | None = None) -> str:
-    """Pad the spatial axes of x (zeros, or the scalar tensor `value`)."""
+def _pad(ctx: EmitContext, x: str, begin: list, end: list, value: np.ndarray | None = None) -> str:
+    """Pad the spatial axes of x (zeros, or the scalar `value`)."""
     if not any(begin) and not any(end):
         return x
     b = ctx.b
     pads = b.const(np.array([0, 0, *begin, 0, 0, *end], np.int64))
-    return b.op("Pad", [x, pads] + ([value] if value else []))
+    return b.op("Pad", [x, pads] + ([b.const(value, "pad_value")] if value is not None else []))
+
+
+def _crop(ctx: EmitContext, x: str, starts: list, ends: list) -> str:
+    """x[:, :, starts[0]:ends[0], starts[1]:ends[1], ...]."""
+    b = ctx.b
+    axes = np.arange(2, 2 + len(starts), dtype=np.int64)
+    bounds = [b.const(np.array(v, np.int64)) for v in (starts, ends)]
+    return b.op("Slice", [x, *bounds, b.const(axes)])
 
 
 def _route_square_tiles(ctx: EmitContext, node: onnx.NodeProto, relevance: str, k: int, pads: list) -> str:
@@ -67,13 +75,10 @@ def _route_square_tiles(ctx: EmitContext, node: onnx.NodeProto, relevance: str, 
     covered = [o * k for o in out]
     begin = pads[:2]
     end = [max(0, c - p - i) for c, p, i in zip(covered, begin, in_spatial, strict=True)]
-    grid = _pad(ctx, x, begin, end, b.const(NEGATIVE_INFINITY, "minus_inf"))
+    grid = _pad(ctx, x, begin, end, NEGATIVE_INFINITY)
     extent = [p + i + e for p, i, e in zip(begin, in_spatial, end, strict=True)]
-    axes = b.const(np.array([2, 3], np.int64))
     if extent != covered:  # floor mode: the last rows/columns are in no window
-        grid = b.op(
-            "Slice", [grid, b.const(np.zeros(2, np.int64)), b.const(np.array(covered, np.int64)), axes]
-        )
+        grid = _crop(ctx, grid, [0, 0], covered)
     stacked = b.op("SpaceToDepth", [grid], blocksize=k)  # [N, k*k*C, Ho, Wo], channel = tap * C + c
     windows = b.op("Reshape", [stacked, b.const(np.array([0, k * k, channels, *out], np.int64))])
     routed = _first_max(ctx, windows, relevance, axis=1, taps=k * k, rank=2)
@@ -81,9 +86,7 @@ def _route_square_tiles(ctx: EmitContext, node: onnx.NodeProto, relevance: str, 
     placed = b.op("DepthToSpace", [routed], blocksize=k, mode="DCR")  # on the covered grid
     ends = [min(c, p + i) for c, p, i in zip(covered, begin, in_spatial, strict=True)]
     if begin != [0, 0] or ends != covered:
-        placed = b.op(
-            "Slice", [placed, b.const(np.array(begin, np.int64)), b.const(np.array(ends, np.int64)), axes]
-        )
+        placed = _crop(ctx, placed, begin, ends)
     uncovered = [i - (e - s) for i, s, e in zip(in_spatial, begin, ends, strict=True)]
     return _pad(ctx, placed, [0, 0], uncovered)
 
@@ -106,7 +109,7 @@ def _route_windows(
     channels = ctx.info.shape(x)[1]
     out = list(ctx.info.shape(y)[2:])
     taps = int(np.prod(kernel))
-    padded = _pad(ctx, x, pads[:rank], pads[rank:], b.const(NEGATIVE_INFINITY, "minus_inf"))
+    padded = _pad(ctx, x, pads[:rank], pads[rank:], NEGATIVE_INFINITY)
     axes, steps = b.const(np.arange(2, 2 + rank, dtype=np.int64)), b.const(np.array(strides, np.int64))
     two = b.const(np.array([2], np.int64))
     stacked = []
