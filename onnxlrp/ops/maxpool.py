@@ -10,6 +10,7 @@ MaxUnpool/ScatterElements instead, which only onnxruntime (CPU) implements.
 from __future__ import annotations
 
 import itertools
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -21,19 +22,29 @@ from onnxlrp.ops.linear import conv_geometry
 NEGATIVE_INFINITY = np.array(-np.inf, np.float32)
 
 
+class Windows(NamedTuple):
+    """A pool's windows: explicit pads (end pads grown by what a ceil_mode window reaches past x) and
+    the ConvTranspose output_padding that gives back x's spatial shape."""
+
+    kernel: list
+    strides: list
+    dilations: list
+    pads: list
+    output_padding: list
+
+
 @register("MaxPool", kind="maxpool", zeros="passed", facts=("order_preserving", "pool", "piecewise_linear"))
 def emit_maxpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     if ctx.attr(node, "storage_order", 0) != 0:
         raise UnsupportedModelError(f"node '{node.name}' (MaxPool): storage_order=1 is not supported")
     kernel = list(ctx.attr(node, "kernel_shape"))
-    # explicit pads, the end pads grown by what a ceil_mode window reaches past x
-    strides, dilations, pads, output_padding = conv_geometry(ctx, node, node.input[0], node.output[0], kernel)
+    w = Windows(kernel, *conv_geometry(ctx, node, node.input[0], node.output[0], kernel))
     if ctx.runtime == "onnxruntime":
-        return {0: _route_by_indices(ctx, node, relevance[0], kernel, strides, dilations, pads)}
-    square_tiles = len(kernel) == 2 and kernel[0] == kernel[1] == strides[0] == strides[1]
-    if square_tiles and dilations == [1, 1]:
-        return {0: _route_square_tiles(ctx, node, relevance[0], kernel[0], pads)}
-    return {0: _route_windows(ctx, node, relevance[0], kernel, strides, dilations, pads, output_padding)}
+        return {0: _route_by_indices(ctx, node, relevance[0], w)}
+    square_tiles = len(kernel) == 2 and kernel[0] == kernel[1] == w.strides[0] == w.strides[1]
+    if square_tiles and w.dilations == [1, 1]:
+        return {0: _route_square_tiles(ctx, node, relevance[0], w)}
+    return {0: _route_windows(ctx, node, relevance[0], w)}
 
 
 def _first_max(ctx: EmitContext, windows: str, relevance: str, axis: int, taps: int, rank: int) -> str:
@@ -65,15 +76,16 @@ def _crop(ctx: EmitContext, x: str, starts: list, ends: list) -> str:
     return b.op("Slice", [x, *bounds, b.const(axes)])
 
 
-def _route_square_tiles(ctx: EmitContext, node: onnx.NodeProto, relevance: str, k: int, pads: list) -> str:
+def _route_square_tiles(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Windows) -> str:
     """Windows that tile the (padded) input, k x k with stride k: SpaceToDepth stacks each window's
     taps in row-major order, DepthToSpace puts the routed relevance back."""
     b = ctx.b
     x, y = node.input[0], node.output[0]
     channels, *in_spatial = ctx.info.shape(x)[1:]
     out = list(ctx.info.shape(y)[2:])
+    k = w.kernel[0]
     covered = [o * k for o in out]
-    begin = pads[:2]
+    begin = w.pads[:2]
     end = [max(0, c - p - i) for c, p, i in zip(covered, begin, in_spatial, strict=True)]
     grid = _pad(ctx, x, begin, end, NEGATIVE_INFINITY)
     extent = [p + i + e for p, i, e in zip(begin, in_spatial, end, strict=True)]
@@ -91,31 +103,22 @@ def _route_square_tiles(ctx: EmitContext, node: onnx.NodeProto, relevance: str, 
     return _pad(ctx, placed, [0, 0], uncovered)
 
 
-def _route_windows(
-    ctx: EmitContext,
-    node: onnx.NodeProto,
-    relevance: str,
-    kernel: list,
-    strides: list,
-    dilations: list,
-    pads: list,
-    output_padding: list,
-) -> str:
+def _route_windows(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Windows) -> str:
     """Any windows (overlapping, dilated, padded, any rank): one strided Slice per tap stacks the
     windows, a grouped ConvTranspose with one-hot kernels adds the routed relevance back."""
     b = ctx.b
     x, y = node.input[0], node.output[0]
-    rank = len(kernel)
+    rank = len(w.kernel)
     channels = ctx.info.shape(x)[1]
     out = list(ctx.info.shape(y)[2:])
-    taps = int(np.prod(kernel))
-    padded = _pad(ctx, x, pads[:rank], pads[rank:], NEGATIVE_INFINITY)
-    axes, steps = b.const(np.arange(2, 2 + rank, dtype=np.int64)), b.const(np.array(strides, np.int64))
+    taps = int(np.prod(w.kernel))
+    padded = _pad(ctx, x, w.pads[:rank], w.pads[rank:], NEGATIVE_INFINITY)
+    axes, steps = b.const(np.arange(2, 2 + rank, dtype=np.int64)), b.const(np.array(w.strides, np.int64))
     two = b.const(np.array([2], np.int64))
     stacked = []
-    for tap in itertools.product(*[range(k) for k in kernel]):  # row-major
-        start = [t * d for t, d in zip(tap, dilations, strict=True)]
-        end = [s + (o - 1) * st + 1 for s, o, st in zip(start, out, strides, strict=True)]
+    for tap in itertools.product(*[range(k) for k in w.kernel]):  # row-major
+        start = [t * d for t, d in zip(tap, w.dilations, strict=True)]
+        end = [s + (o - 1) * st + 1 for s, o, st in zip(start, out, w.strides, strict=True)]
         starts, ends = b.const(np.array(start, np.int64)), b.const(np.array(end, np.int64))
         stacked.append(b.op("Unsqueeze", [b.op("Slice", [padded, starts, ends, axes, steps]), two]))
     windows = b.op("Concat", stacked, axis=2)  # [N, C, taps, *out]
@@ -123,34 +126,27 @@ def _route_windows(
     routed = b.op("Reshape", [routed, b.const(np.array([0, channels * taps, *out], np.int64))])
     one_hot = np.zeros((channels, taps, taps), np.float32)
     one_hot[:, np.arange(taps), np.arange(taps)] = 1
-    one_hot = one_hot.reshape(channels * taps, 1, *kernel)
+    one_hot = one_hot.reshape(channels * taps, 1, *w.kernel)
     return b.op(
         "ConvTranspose",
         [routed, b.const(one_hot, "one_hot")],
-        strides=strides,
-        dilations=dilations,
-        pads=pads,
+        strides=w.strides,
+        dilations=w.dilations,
+        pads=w.pads,
         group=channels,
-        output_padding=output_padding if any(output_padding) else None,
+        output_padding=w.output_padding if any(w.output_padding) else None,
     )
 
 
-def _route_by_indices(
-    ctx: EmitContext,
-    node: onnx.NodeProto,
-    relevance: str,
-    kernel: list,
-    strides: list,
-    dilations: list,
-    pads: list,
-) -> str:
+def _route_by_indices(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Windows) -> str:
     """onnxruntime only: MaxPool's `Indices` output (flat offsets over N*C*H*W) with MaxUnpool where
     the windows are disjoint, ScatterElements(add) where they overlap."""
     b = ctx.b
     x, indices = node.input[0], b.forward_output(node, 1, "maxpool_indices")
-    if all(k == 1 or (d == 1 and s >= k) for k, s, d in zip(kernel, strides, dilations, strict=True)):
+    disjoint = zip(w.kernel, w.strides, w.dilations, strict=True)
+    if all(k == 1 or (d == 1 and s >= k) for k, s, d in disjoint):  # each input in one window at most
         inputs = [relevance, indices, b.op("Shape", [x])]
-        return b.op("MaxUnpool", inputs, kernel_shape=kernel, strides=strides, pads=pads)
+        return b.op("MaxUnpool", inputs, kernel_shape=w.kernel, strides=w.strides, pads=w.pads)
     minus_one = b.const(np.array([-1], np.int64))
     shape = b.op("Shape", [x])
     zeros = b.op("Reshape", [b.op("ConstantOfShape", [shape]), minus_one])
