@@ -47,12 +47,15 @@ def emit_maxpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dic
     return {0: _route_windows(ctx, node, relevance[0], w)}
 
 
-def _first_max(ctx: EmitContext, windows: str, relevance: str, axis: int, taps: int, rank: int) -> str:
-    """Window values with the taps on `axis`, in row-major order -> the relevance at each window's
-    first maximum (ArgMax picks the first of equal values), zero at its other taps."""
+def route_to_first_max(
+    ctx: EmitContext, windows: str, relevance: str, axis: int, taps: int, ndim: int
+) -> str:
+    """Window values (`ndim` axes) with the taps on `axis`, in row-major order -> the relevance (the
+    same shape without `axis`) at each window's first maximum (ArgMax picks the first of equal
+    values), zero at its other taps."""
     b = ctx.b
     first = b.op("ArgMax", [windows], axis=axis, keepdims=1)
-    shape = [1] * (rank + 3)
+    shape = [1] * ndim
     shape[axis] = taps
     tap = b.const(np.arange(taps, dtype=np.int64).reshape(shape), "taps")
     mask = b.op("Cast", [b.op("Equal", [first, tap])], to=onnx.TensorProto.FLOAT)
@@ -93,7 +96,7 @@ def _route_square_tiles(ctx: EmitContext, node: onnx.NodeProto, relevance: str, 
         grid = _crop(ctx, grid, [0, 0], covered)
     stacked = b.op("SpaceToDepth", [grid], blocksize=k)  # [N, k*k*C, Ho, Wo], channel = tap * C + c
     windows = b.op("Reshape", [stacked, b.const(np.array([0, k * k, channels, *out], np.int64))])
-    routed = _first_max(ctx, windows, relevance, axis=1, taps=k * k, rank=2)
+    routed = route_to_first_max(ctx, windows, relevance, axis=1, taps=k * k, ndim=5)
     routed = b.op("Reshape", [routed, b.const(np.array([0, k * k * channels, *out], np.int64))])
     placed = b.op("DepthToSpace", [routed], blocksize=k, mode="DCR")  # on the covered grid
     ends = [min(c, p + i) for c, p, i in zip(covered, begin, in_spatial, strict=True)]
@@ -122,7 +125,7 @@ def _route_windows(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Wi
         starts, ends = b.const(np.array(start, np.int64)), b.const(np.array(end, np.int64))
         stacked.append(b.op("Unsqueeze", [b.op("Slice", [padded, starts, ends, axes, steps]), two]))
     windows = b.op("Concat", stacked, axis=2)  # [N, C, taps, *out]
-    routed = _first_max(ctx, windows, relevance, axis=2, taps=taps, rank=rank)
+    routed = route_to_first_max(ctx, windows, relevance, axis=2, taps=taps, ndim=rank + 3)
     routed = b.op("Reshape", [routed, b.const(np.array([0, channels * taps, *out], np.int64))])
     one_hot = np.zeros((channels, taps, taps), np.float32)
     one_hot[:, np.arange(taps), np.arange(taps)] = 1
