@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import onnxlrp
+from onnxlrp import zoo
 from onnxlrp.errors import OnnxLrpError
 from onnxlrp.web import build_site, find_ort_web, make_server
 from tests.test_runtimes import zoo_inputs
@@ -179,3 +180,17 @@ def test_web_export_writes_the_site_and_never_clobbers(tmp_path, capsys):
     assert "exists" in capsys.readouterr().err
     assert main(["web", "--export", str(tmp_path / "other"), "--model", "no-such-model"]) == 2
     assert not (tmp_path / "other").exists()
+
+
+def test_uploaded_image_is_explained(site, browser):
+    """An uploaded image goes through the model's preprocessing and is explained."""
+    folder, url = site
+    page = _open(browser, f"{url}/?ep=wasm&model=cifar10-paper&rule=epsilon")
+    upload = zoo.sample_paths("cifar10-paper")[3]
+    page.set_input_files("#upload", str(upload))
+    last = _wait_for_run(page, 2)
+    x = np.asarray(last["input"], np.float32).reshape(last["dims"])
+    np.testing.assert_allclose(x, zoo.load("cifar10-paper").preprocess(upload), atol=1e-6)
+    want = _python(folder, "cifar10-paper", "epsilon", x, -1)
+    assert_close(last["relevance"], want["relevance"], "relevance")
+    page.close()
