@@ -194,3 +194,58 @@ def test_uploaded_image_is_explained(site, browser):
     want = _python(folder, "cifar10-paper", "epsilon", x, -1)
     assert_close(last["relevance"], want["relevance"], "relevance")
     page.close()
+
+
+POOLS = {  # max pools taking each route of the portable graph (the zoo only has square tiles)
+    "square tiles": ([1, 8, 6, 6], {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    "2x3 tiles": ([1, 8, 6, 9], {"kernel_shape": [2, 3], "strides": [2, 3]}),
+    "1-D tiles": ([1, 8, 10], {"kernel_shape": [2], "strides": [2]}),
+    "overlapping 2x2": ([1, 8, 6, 6], {"kernel_shape": [2, 2], "strides": [1, 1]}),
+    "overlapping 3x3, padded": ([1, 8, 9, 9], {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1] * 4}),
+}
+
+
+def test_webgpu_routes_every_max_pool_form(site, browser):
+    """Each max-pool route of the portable graph in WebGPU, against Python onnxruntime (random
+    relevance at the pool's output; ties in the first window)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    folder, url = site
+    (folder / "probe.html").write_text("<!doctype html><title>probe</title>")
+    page = browser.new_page()
+    page.goto(f"{url}/probe.html")
+    if not page.evaluate("async () => !!(navigator.gpu && await navigator.gpu.requestAdapter())"):
+        pytest.skip("this browser has no WebGPU adapter")
+    for k, (name, (shape, attrs)) in enumerate(POOLS.items()):
+        node = helper.make_node("MaxPool", ["input"], ["y"], name="pool", **attrs)
+        graph = helper.make_graph(
+            [node],
+            "pool",
+            [helper.make_tensor_value_info("input", 1, ["N", *shape[1:]])],
+            [helper.make_tensor_value_info("y", 1, None)],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        relevance_graph = onnxlrp.compile(model, rule="epsilon", start="y")
+        onnx.save(relevance_graph, folder / f"pool{k}.onnx")
+        x = np.random.default_rng(k).uniform(-1, 1, shape).astype(np.float32)
+        x.reshape(-1)[:2] = 0.5
+        y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, {"input": x}
+        )[0]
+        session = onnxlrp.RelevanceSession(relevance_graph)
+        seed = (y * np.random.default_rng(k).uniform(0.5, 1.5, y.shape)).astype(np.float32)
+        want = session.run(x, relevance_seed=seed)["relevance"]
+        got = page.evaluate(
+            """async ([file, x, dims, seed, seedDims]) => {
+              const ort = await import("./ort/ort.webgpu.min.mjs");
+              const s = await ort.InferenceSession.create(file, { executionProviders: ["webgpu"] });
+              const out = await s.run({ input: new ort.Tensor("float32", Float32Array.from(x), dims),
+                relevance_seed: new ort.Tensor("float32", Float32Array.from(seed), seedDims) });
+              return Array.from(out.relevance.data);
+            }""",
+            [f"pool{k}.onnx", x.ravel().tolist(), list(x.shape), seed.ravel().tolist(), list(seed.shape)],
+        )
+        assert_close(got, want, f"WebGPU, {name}")
+    page.close()

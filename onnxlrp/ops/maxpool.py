@@ -108,7 +108,7 @@ def _route_square_tiles(ctx: EmitContext, node: onnx.NodeProto, relevance: str, 
 
 def _route_windows(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Windows) -> str:
     """Any windows (overlapping, dilated, padded, any rank): one strided Slice per tap stacks the
-    windows, a grouped ConvTranspose with one-hot kernels adds the routed relevance back."""
+    windows; one-hot ConvTransposes put the routed relevance back."""
     b = ctx.b
     x, y = node.input[0], node.output[0]
     rank = len(w.kernel)
@@ -127,18 +127,24 @@ def _route_windows(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Wi
     windows = b.op("Concat", stacked, axis=2)  # [N, C, taps, *out]
     routed = route_to_first_max(ctx, windows, relevance, axis=2, taps=taps, ndim=rank + 3)
     routed = b.op("Reshape", [routed, b.const(np.array([0, channels * taps, *out], np.int64))])
+    # each tap's relevance to its place with a depthwise one-hot ConvTranspose, then the taps summed
+    # (one group per tap: onnxruntime-web's WebGPU gets grouped ConvTransposes with several input
+    # channels per group wrong for small kernels)
     one_hot = np.zeros((channels, taps, taps), np.float32)
     one_hot[:, np.arange(taps), np.arange(taps)] = 1
     one_hot = one_hot.reshape(channels * taps, 1, *w.kernel)
-    return b.op(
+    placed = b.op(
         "ConvTranspose",
         [routed, b.const(one_hot, "one_hot")],
         strides=w.strides,
         dilations=w.dilations,
         pads=w.pads,
-        group=channels,
+        group=channels * taps,
         output_padding=w.output_padding if any(w.output_padding) else None,
     )
+    in_spatial = list(ctx.info.shape(x)[2:])
+    placed = b.op("Reshape", [placed, b.const(np.array([0, channels, taps, *in_spatial], np.int64))])
+    return b.op("ReduceSum", [placed, two], keepdims=0)
 
 
 def _route_by_indices(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Windows) -> str:
