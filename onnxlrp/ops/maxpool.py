@@ -2,9 +2,9 @@
 order (onnxruntime's `Indices`, PyTorch's gradient and zennit agree).
 
 The default graph finds the winners with operators every runtime implements (Slice, ArgMax, Equal,
-SpaceToDepth/DepthToSpace, ConvTranspose): a window's taps, stacked in row-major order, give
-ArgMax's first maximum. `runtime="onnxruntime"` routes through MaxPool's `Indices` output with
-MaxUnpool/ScatterElements instead, which only onnxruntime (CPU) implements.
+SpaceToDepth/DepthToSpace, depthwise ConvTranspose, ReduceSum): a window's taps, stacked in
+row-major order, give ArgMax's first maximum. `runtime="onnxruntime"` routes through MaxPool's
+`Indices` output with MaxUnpool/ScatterElements instead, which only onnxruntime (CPU) implements.
 """
 
 from __future__ import annotations
