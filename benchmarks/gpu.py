@@ -57,6 +57,9 @@ def bound_runner(model, x: np.ndarray, input_name: str, output_names: list[str])
     )
     binding = session.io_binding()
     binding.bind_ortvalue_input(input_name, ort.OrtValue.ortvalue_from_numpy(x, DEVICE, 0))
+    if "target" in {i.name for i in session.get_inputs()}:  # a relevance graph: explain the prediction
+        target = np.full(len(x), -1, np.int64)
+        binding.bind_ortvalue_input("target", ort.OrtValue.ortvalue_from_numpy(target, DEVICE, 0))
     for name in output_names:
         binding.bind_output(name, DEVICE, 0)
 

@@ -93,6 +93,10 @@ def compile_at(commit: str, folder: Path, cases: list[str], repeats: int) -> dic
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _inputs(session: ort.InferenceSession) -> set[str]:
+    return {i.name for i in session.get_inputs()}
+
+
 def time_case(
     case: str,
     batch: int,
@@ -115,10 +119,15 @@ def time_case(
     forward = session(str(models.load_case(case)[1]))
     name = forward.get_inputs()[0].name
     sessions = {commit: session(graph) for commit, graph in graphs.items()}
-    outputs = {c: s.run(["relevance"], {name: x})[0] for c, s in sessions.items()}
+    # graphs from before `target` became a plain input take none; later ones need it (-1: predicted)
+    feeds = {
+        c: {name: x, **({"target": np.full(len(x), -1, np.int64)} if "target" in _inputs(s) else {})}
+        for c, s in sessions.items()
+    }
+    outputs = {c: s.run(["relevance"], feeds[c])[0] for c, s in sessions.items()}
     first = next(iter(outputs.values()))
     fns = {"forward": lambda: forward.run(None, {name: x})}
-    fns.update({c: (lambda s=s: s.run(["relevance"], {name: x})) for c, s in sessions.items()})
+    fns.update({c: (lambda c=c, s=s: s.run(["relevance"], feeds[c])) for c, s in sessions.items()})
     times = interleaved(fns, rounds, budget, clock=time.process_time if cpu_time else time.perf_counter)
     result = {
         "forward_ms": 1e3 * statistics.median(times["forward"]),

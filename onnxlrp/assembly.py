@@ -15,7 +15,6 @@ from onnx import helper
 from onnxlrp import conditioning
 from onnxlrp.analysis import bias_adds, nonnegative, rectified_inputs
 from onnxlrp.builder import GraphBuilder
-from onnxlrp.canonical import opset
 from onnxlrp.errors import UnsupportedModelError
 from onnxlrp.graph import GraphInfo, weightless
 from onnxlrp.ops import EmitContext, spec_for
@@ -67,7 +66,9 @@ def emit(plan: Plan) -> onnx.ModelProto:
             arriving.append(total)
         if refused and all(total is None for total in arriving):
             continue  # reached only through a refused node
-        ctx = EmitContext(b, info, plan.rules.get(node.name), nonnegative_tensors, fused_biases, rectified)
+        ctx = EmitContext(
+            b, info, plan.rules.get(node.name), nonnegative_tensors, fused_biases, rectified, options.runtime
+        )
         spec = spec_for(node.op_type)
         assert spec is not None  # the plan refused unsupported nodes
         try:
@@ -206,8 +207,8 @@ def _assemble(
     graph.output.extend(outputs)
     del graph.value_info[:]
     if start is None:
+        # a plain input (no default initializer: outside Python onnxruntime such an input is not one)
         graph.input.append(helper.make_tensor_value_info(TARGET, onnx.TensorProto.INT64, ["N"]))
-        graph.initializer.append(onnx.numpy_helper.from_array(np.array([-1], np.int64), TARGET))
     else:
         graph.input.append(_value_info(RELEVANCE_SEED, shapes[start]))
     conditioning.declare(graph, info, channel_sources)
@@ -231,7 +232,5 @@ def check_structure(model: onnx.ModelProto) -> None:
 
 
 def _ir_version(model: onnx.ModelProto) -> int:
-    """The lowest IR version the opset needs (so older onnxruntime releases read the model)."""
-    version = opset(model)
-    needed = 8 if version <= 18 else 9 if version <= 20 else 10
-    return max(needed, min(model.ir_version, 10))
+    """The lowest IR version the opsets allow (opset 17: IR 8), so that older runtimes read the model."""
+    return helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)

@@ -213,7 +213,8 @@ class GraphBuilder:
         return self.op("Relu", [x], hint="pos")
 
     def negative_part(self, x: str) -> str:
-        return self.op("Min", [x, self.const(np.float32(0))], hint="neg")
+        # not Min(x, 0): onnxruntime-web's WebGPU got Min wrong; x - Relu(x) is exact and runs anywhere
+        return self.op("Sub", [x, self.positive_part(x)], hint="neg")
 
     def stabilize(
         self, d: str | None, epsilon: float, like: str, sign: int = 0, rectified: str | None = None

@@ -10,6 +10,10 @@ import numpy as np
 
 from onnxlrp.rules import Rule, SumRule
 
+# "portable": operators every runtime implements (onnxruntime CPU/CUDA/WASM/WebGPU, OpenVINO, onnx's
+# reference evaluator); "onnxruntime": also MaxPool's Indices with MaxUnpool/ScatterElements
+RUNTIMES = ("portable", "onnxruntime")
+
 
 @dataclass(frozen=True)
 class CompileOptions:
@@ -33,6 +37,11 @@ class CompileOptions:
     seed: str = "logit"
     output: str | None = None
     condition: Iterable[str] = ()
+    runtime: str = "portable"
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
 
     def rule_params(self) -> dict[str, Any]:
         """The hyper-parameters `rules.make_rule` takes (None: the rule's default)."""

@@ -22,14 +22,14 @@ class RelevanceSession:
 
     `run(x, target=None, relevance_seed=None, masks=None)` returns a dict of every output by name:
     "relevance", the model's own outputs, "relevance:<tensor>" for exposed tensors and
-    "channel_relevance:<tensor>" for conditioned ones.
+    "channel_relevance:<tensor>" for conditioned ones (target: a class per sample or one for all;
+    None or -1: the predicted class).
     """
 
     def __init__(
         self, model: ModelLike, providers: list[str] | None = None, options: ort.SessionOptions | None = None
     ) -> None:
         options = options or ort.SessionOptions()
-        options.log_severity_level = 3  # the optional `target` input is an overridable initializer
         providers = providers or ["CPUExecutionProvider"]
         if isinstance(model, onnx.ModelProto) and model.ByteSize() >= loading.PROTOBUF_LIMIT:
             # too large to pass as bytes: onnxruntime reads it from a file with external weight data
@@ -50,6 +50,7 @@ class RelevanceSession:
             for i in self.session.get_inputs()
             if i.name not in (TARGET, RELEVANCE_SEED) and not i.name.startswith(f"{MASK}:")
         )
+        # graphs compiled before `target` became a plain input had it as an overridable initializer
         overridable = {i.name for i in self.session.get_overridable_initializers()}
         self.takes_target = TARGET in names | overridable
         self.takes_seed = RELEVANCE_SEED in names
@@ -66,11 +67,11 @@ class RelevanceSession:
         """Run on ``x``; ``masks``: per conditioned tensor T, ``{"mask:<T>": [N, C] array}``."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         feed = {self.input_name: x}
-        if target is not None:
-            if not self.takes_target:
-                raise OnnxLrpError("this relevance graph was compiled with start=...; it takes no target")
-            target = np.broadcast_to(np.asarray(target, np.int64).reshape(-1), (x.shape[0],)).copy()
-            feed[TARGET] = target
+        if target is not None and not self.takes_target:
+            raise OnnxLrpError("this relevance graph was compiled with start=...; it takes no target")
+        if self.takes_target:  # -1: the predicted class
+            target = -1 if target is None else target
+            feed[TARGET] = np.broadcast_to(np.asarray(target, np.int64).reshape(-1), (x.shape[0],)).copy()
         if self.takes_seed:
             if relevance_seed is None:
                 raise OnnxLrpError("this relevance graph starts at an inner tensor: pass relevance_seed")

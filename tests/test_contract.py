@@ -29,11 +29,28 @@ def batch():
 def test_graph_interface(lenet):
     model = onnxlrp.compile(lenet[1], rule="epsilon", expose=["/0/Conv_output_0"])
     onnx.checker.check_model(model, full_check=True)
-    assert model.ir_version <= 10
-    assert all(o.version <= 21 for o in model.opset_import)
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)]
+    assert model.ir_version == 8  # the lowest IR that opset 17 allows: onnxruntime 1.15 reads it
     assert [i.name for i in model.graph.input] == ["input", "target"]
+    target = model.graph.input[1].type.tensor_type
+    assert target.elem_type == onnx.TensorProto.INT64
+    assert [d.dim_param or d.dim_value for d in target.shape.dim] == ["N"]
+    # a plain input: no default initializer (other runtimes do not list such an input)
+    assert "target" not in {t.name for t in model.graph.initializer}
     assert [o.name for o in model.graph.output] == ["relevance", "logits", "relevance:/0/Conv_output_0"]
     assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
+
+
+def test_no_warnings_when_a_session_is_created(lenet, batch, capfd):
+    import onnxruntime as ort
+
+    model = onnxlrp.compile(lenet[1], rule="epsilon")
+    capfd.readouterr()
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input", "target"]
+    session.run(None, {"input": batch, "target": np.full(len(batch), -1, np.int64)})
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
 
 
 def test_default_target_is_argmax(lenet, batch):

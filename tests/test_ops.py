@@ -61,8 +61,10 @@ def model_of(nodes, x_shape, inits, opset=17) -> onnx.ModelProto:
     return model
 
 
-def check_against_reference(model: onnx.ModelProto, x: np.ndarray, rule: tuple, seed: int) -> None:
-    compiled = onnxlrp.compile(model, rule=to_compile_rule(rule), start="y")
+def check_against_reference(
+    model: onnx.ModelProto, x: np.ndarray, rule: tuple, seed: int, runtime: str = "portable"
+) -> None:
+    compiled = onnxlrp.compile(model, rule=to_compile_rule(rule), start="y", runtime=runtime)
     session = onnxlrp.RelevanceSession(compiled)
     z = reference.reference_forward(model, x.astype(np.float64))["y"]
     # relevance shaped like real relevance (R_j proportional to z_j), and none on outputs with
@@ -234,7 +236,7 @@ def test_average_pool_tiling_windows(kernel, pads, ceil_mode, count_include_pad)
         check_against_reference(model, x, rule, 3)
 
 
-@pytest.mark.parametrize("op_type, routing", [("AveragePool", "Resize"), ("MaxPool", "MaxUnpool")])
+@pytest.mark.parametrize("op_type, routing", [("AveragePool", "Resize"), ("MaxPool", "ConvTranspose")])
 @pytest.mark.parametrize("shape, kernel", [((2, 3, 9), [2]), ((2, 3, 7, 6, 5), [3, 2, 1])])
 def test_tiling_pools_in_1d_and_3d(op_type, routing, shape, kernel):
     node = pool_node(op_type, kernel, kernel, [0] * 2 * len(kernel), 0)
@@ -259,38 +261,75 @@ def test_ceil_mode_pool_regressions(op_type, kernel, strides, pads, size, extra)
     check_against_reference(model_of([node], x.shape, {}), x, ("epsilon", 0.5), 0)
 
 
+# operators the portable graph avoids (onnxruntime only: OpenVINO, WebGPU and onnx's reference
+# evaluator lack them or get them wrong)
+ONNXRUNTIME_ONLY = {"MaxUnpool", "ScatterElements"}
+
+
+def _routing(model: onnx.ModelProto, runtime: str) -> set[str]:
+    compiled = onnxlrp.compile(model, rule="lrp0", start="y", runtime=runtime)
+    ops = {n.op_type for n in compiled.graph.node}
+    if runtime == "portable":
+        assert not ops & ONNXRUNTIME_ONLY
+        assert all(len(n.output) == 1 for n in compiled.graph.node if n.op_type == "MaxPool")  # no Indices
+    return ops
+
+
+@pytest.mark.parametrize("runtime", ["portable", "onnxruntime"])
 @pytest.mark.parametrize(
     "kernel, strides, pads, ceil_mode, routing",
     [
-        ([2, 2], [2, 2], [0, 0, 0, 0], 0, "MaxUnpool"),
-        ([2, 3], [3, 3], [1, 0, 0, 2], 1, "MaxUnpool"),  # padded, ceil mode, stride > kernel
-        ([3, 1], [3, 2], [0, 0, 0, 0], 1, "MaxUnpool"),
-        ([3, 3], [2, 2], [1, 1, 1, 1], 0, "ScatterElements"),  # overlapping windows (ResNet's stem)
+        ([2, 2], [2, 2], [0, 0, 0, 0], 0, ("DepthToSpace", "MaxUnpool")),
+        ([2, 2], [2, 2], [1, 0, 1, 1], 1, ("DepthToSpace", "MaxUnpool")),  # padded square tiles, ceil mode
+        ([3, 3], [3, 3], [1, 1, 2, 2], 1, ("DepthToSpace", "MaxUnpool")),
+        (
+            [2, 3],
+            [3, 3],
+            [1, 0, 0, 2],
+            1,
+            ("ConvTranspose", "MaxUnpool"),
+        ),  # padded, ceil mode, stride > kernel
+        ([3, 1], [3, 2], [0, 0, 0, 0], 1, ("ConvTranspose", "MaxUnpool")),
+        (
+            [3, 3],
+            [2, 2],
+            [1, 1, 1, 1],
+            0,
+            ("ConvTranspose", "ScatterElements"),
+        ),  # overlapping (ResNet's stem)
     ],
 )
-def test_max_pool_routing(kernel, strides, pads, ceil_mode, routing):
-    """Disjoint windows route relevance with MaxUnpool, overlapping ones with ScatterElements; both
-    give the reference's winner-take-all, ties to the first maximum."""
+def test_max_pool_routing(kernel, strides, pads, ceil_mode, routing, runtime):
+    """Portable graphs stack each window's taps (SpaceToDepth for square tiles, strided Slices
+    otherwise) and take ArgMax's first maximum; runtime="onnxruntime" routes MaxPool's Indices with
+    MaxUnpool (disjoint windows) or ScatterElements (overlapping). All give the reference's
+    winner-take-all, ties to the first maximum."""
     node = pool_node("MaxPool", kernel, strides, pads, ceil_mode)
     rng = np.random.default_rng(7)
     x = rng.uniform(-1, 1, (2, 3, 8, 7)).astype(np.float32)
     x[:, :, :4, :4] = 0.5  # ties in whole windows
     model = model_of([node], x.shape, {})
-    compiled = onnxlrp.compile(model, rule="lrp0", start="y")
-    assert routing in {n.op_type for n in compiled.graph.node}
-    check_against_reference(model, x, ("lrp0",), 7)
+    assert routing[runtime == "onnxruntime"] in _routing(model, runtime)
+    check_against_reference(model, x, ("lrp0",), 7, runtime)
 
 
+@pytest.mark.parametrize("runtime", ["portable", "onnxruntime"])
 @pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
-def test_max_pool_routing_with_auto_pad(auto_pad):
+def test_max_pool_routing_with_auto_pad(auto_pad, runtime):
     node = helper.make_node(
         "MaxPool", ["x"], ["y"], name="pool", kernel_shape=[2, 3], strides=[2, 3], auto_pad=auto_pad
     )
     x = np.random.default_rng(1).uniform(-1, 1, (2, 3, 7, 8)).astype(np.float32)
     x[:, :, :4, :4] = 0.5
     model = model_of([node], x.shape, {})
-    assert "MaxUnpool" in {n.op_type for n in onnxlrp.compile(model, rule="lrp0", start="y").graph.node}
-    check_against_reference(model, x, ("lrp0",), 1)
+    assert ("ConvTranspose" if runtime == "portable" else "MaxUnpool") in _routing(model, runtime)
+    check_against_reference(model, x, ("lrp0",), 1, runtime)
+
+
+def test_unknown_runtime_is_refused():
+    node = pool_node("MaxPool", [2, 2], [2, 2], [0, 0, 0, 0], 0)
+    with pytest.raises(ValueError, match="runtime must be one of portable, onnxruntime"):
+        onnxlrp.compile(model_of([node], (1, 1, 4, 4), {}), rule="lrp0", runtime="tensorrt")
 
 
 @settings(derandomize=True, database=None, max_examples=10, deadline=None)
@@ -306,7 +345,9 @@ def test_global_max_pool_ties_go_to_first():
     x[0, 0, 1, 1] = x[0, 0, 2, 2] = 1.0
     x[0, 1] = np.arange(9).reshape(3, 3)
     node = helper.make_node("GlobalMaxPool", ["x"], ["y"], name="gmp")
-    check_against_reference(model_of([node], x.shape, {}), x, ("lrp0",), 0)
+    model = model_of([node], x.shape, {})
+    assert "ScatterElements" not in _routing(model, "portable")
+    check_against_reference(model, x, ("lrp0",), 0)
 
 
 @pytest.mark.parametrize("group", [1, 2])

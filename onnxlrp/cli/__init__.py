@@ -22,6 +22,7 @@ COMMANDS = [
     "zoo",
     "concepts",
     "benchmark",
+    "web",
 ]
 
 

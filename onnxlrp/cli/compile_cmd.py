@@ -8,6 +8,7 @@ from pathlib import Path
 from onnxlrp.cli.options import add_model_argument, add_rule_arguments, compile_options
 from onnxlrp.compiler import compile
 from onnxlrp.loading import ensure_writable, save_model
+from onnxlrp.options import RUNTIMES
 from onnxlrp.zoo import resolve_model
 
 
@@ -44,6 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="add a mask input mask:TENSOR [N, C] on the relevance passing TENSOR and the output "
         "channel_relevance:TENSOR (conditional relevance, CRP); repeatable",
     )
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="portable",
+        help="portable (default): operators every runtime implements; onnxruntime: also MaxPool "
+        "indices with MaxUnpool/ScatterElements (onnxruntime CPU only)",
+    )
     parser.add_argument("-o", "--out", help="output file (default: MODEL.lrp.onnx beside the input)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
     parser.set_defaults(func=run)
@@ -67,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         output=args.output_name,
         condition=args.condition,
+        runtime=args.runtime,
         **compile_options(args),
     )
     save_model(relevance_model, out, force=args.force)

@@ -56,6 +56,7 @@ class EmitContext:
     nonnegative: set[str]
     bias_adds: dict[str, tuple[np.ndarray, str]]  # linear node output -> (bias array, the Add's output)
     rectified: dict[str, str]  # z -> Relu(z), where the relevance reaching z is zero wherever z < 0
+    runtime: str = "portable"  # "onnxruntime": ops only onnxruntime implements are allowed (faster there)
 
     def attr(self, node: onnx.NodeProto, name: str, default: Any = None) -> Any:
         return self.info.attr(node, name, default)
@@ -201,6 +202,7 @@ declare("Softmax", "LogSoftmax", "Constant", "Shape", "Gather", "Cast", facts=("
 from onnxlrp.ops import (  # noqa: E402, F401
     elementwise,
     linear,
+    maxpool,
     normalization,
     pooling,
     quantization,

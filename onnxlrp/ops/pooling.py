@@ -1,8 +1,4 @@
-"""Pooling: average pooling is a linear layer; max pooling is winner-take-all.
-
-Max-pool ties: all relevance of a window goes to its first maximum in row-major order (onnxruntime's
-`Indices` output, the same convention as PyTorch's gradient and zennit).
-"""
+"""Average pooling: a linear layer whose weight is 1/divisor of each window (max pooling: maxpool.py)."""
 
 from __future__ import annotations
 
@@ -14,42 +10,6 @@ from onnx import helper
 from onnxlrp.errors import UnsupportedModelError
 from onnxlrp.ops import EmitContext, register
 from onnxlrp.ops.linear import conv_geometry, conv_maps
-
-
-def _scatter_back(ctx: EmitContext, x: str, relevance: str, flat_indices: str) -> str:
-    """Add each relevance value into a zero tensor shaped like x at its flat index."""
-    b = ctx.b
-    minus_one = b.const(np.array([-1], np.int64))
-    shape = b.op("Shape", [x])
-    zeros = b.op("ConstantOfShape", [shape])
-    zeros = b.op("Reshape", [zeros, minus_one])
-    values = b.op("Reshape", [relevance, minus_one])
-    indices = b.op("Reshape", [flat_indices, minus_one])
-    scattered = b.op("ScatterElements", [zeros, indices, values], axis=0, reduction="add")
-    return b.op("Reshape", [scattered, shape])
-
-
-@register("MaxPool", kind="maxpool", zeros="passed", facts=("order_preserving", "pool", "piecewise_linear"))
-def emit_maxpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
-    if ctx.attr(node, "storage_order", 0) != 0:
-        raise UnsupportedModelError(f"node '{node.name}' (MaxPool): storage_order=1 is not supported")
-    # the forward MaxPool's argmax indices (flat offsets over N*C*H*W)
-    indices = ctx.b.forward_output(node, 1, "maxpool_indices")
-    kernel = list(ctx.attr(node, "kernel_shape"))
-    # explicit pads, the end pads grown by what a ceil_mode window reaches past x: what MaxUnpool's
-    # size check needs (the indices are positions in x itself)
-    strides, dilations, pads, _ = conv_geometry(ctx, node, node.input[0], node.output[0], kernel)
-    if _windows_disjoint(kernel, strides, dilations):  # each input in at most one window: unique indices
-        b = ctx.b
-        inputs = [relevance[0], indices, b.op("Shape", [node.input[0]])]
-        return {0: b.op("MaxUnpool", inputs, kernel_shape=kernel, strides=strides, pads=pads)}
-    return {0: _scatter_back(ctx, node.input[0], relevance[0], indices)}
-
-
-def _windows_disjoint(kernel: list, strides: list, dilations: list) -> bool:
-    """No input element lies in two windows: then MaxUnpool routes the relevance (faster in
-    onnxruntime than ScatterElements with reduction="add", which overlapping windows need)."""
-    return all(k == 1 or (d == 1 and s >= k) for k, s, d in zip(kernel, strides, dilations, strict=True))
 
 
 def _avgpool_weight(node: onnx.NodeProto, x_shape, pads) -> np.ndarray:

@@ -9,6 +9,7 @@ import onnx
 
 from onnxlrp.errors import UnsupportedModelError
 from onnxlrp.ops import EmitContext, register
+from onnxlrp.ops.maxpool import route_to_first_max
 
 
 def _axes(ctx: EmitContext, node: onnx.NodeProto) -> list[int] | None:
@@ -81,10 +82,9 @@ def emit_reduce_max(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> 
     moved = x if perm == sorted(perm) else b.op("Transpose", [x], perm=perm)
     groups = [0, *[shape[a] for a in kept]]
     flat = b.op("Reshape", [moved, b.const(np.array([*groups, -1], np.int64))])
-    first_max = b.op("ArgMax", [flat], axis=-1, keepdims=1)
-    rel = b.op("Reshape", [relevance[0], b.const(np.array([*groups, 1], np.int64))])
-    zeros = b.op("ConstantOfShape", [b.op("Shape", [flat])])
-    routed = b.op("ScatterElements", [zeros, first_max, rel], axis=-1)
+    rel = b.op("Reshape", [relevance[0], b.const(np.array(groups, np.int64))])
+    taps = int(np.prod([shape[a] for a in axes]))
+    routed = route_to_first_max(ctx, flat, rel, axis=len(groups), taps=taps, ndim=len(groups) + 1)
     routed = b.reshape_like(routed, moved)
     if moved != x:
         routed = b.op("Transpose", [routed], perm=[int(i) for i in np.argsort(perm)])
