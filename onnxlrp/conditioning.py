@@ -1,7 +1,8 @@
 """Conditional relevance (CRP): masks on the relevance passing chosen tensors.
 
 For a conditioned tensor T of shape [N, C, ...] the relevance graph takes an input ``mask:<T>``
-([N, C], one factor per sample and channel, default all ones) and multiplies it into the relevance
+([N, C], one factor per sample and channel; a plain input, which `RelevanceSession` fills with ones
+when none is given) and multiplies it into the relevance
 arriving at T before that relevance flows on towards the input; it also returns
 ``channel_relevance:<T>`` ([N, C]), the relevance arriving at each channel of T (before the mask,
 summed over the other axes). With a one-hot mask on channel c the input relevance is the
@@ -110,15 +111,12 @@ def apply_mask(b: GraphBuilder, info: GraphInfo, tensor: str, relevance: str) ->
 
 
 def declare(graph: onnx.GraphProto, info: GraphInfo, sources: dict[str, str]) -> None:
-    """Add the mask inputs (default ones) and the channel relevance outputs for ``sources``
-    (conditioned tensor -> its channel relevance tensor) to the relevance graph."""
+    """Add the mask inputs (plain inputs, so every runtime lists them) and the channel relevance
+    outputs for ``sources`` (conditioned tensor -> its channel relevance tensor) to the graph."""
     for tensor, source in sources.items():
         channels = info.shape(tensor)[1]
         graph.input.append(
             helper.make_tensor_value_info(mask_name(tensor), onnx.TensorProto.FLOAT, ["N", channels])
-        )
-        graph.initializer.append(
-            onnx.numpy_helper.from_array(np.ones((1, channels), np.float32), mask_name(tensor))
         )
         out = channel_relevance_name(tensor)
         graph.node.append(helper.make_node("Identity", [source], [out], name=out))

@@ -54,7 +54,9 @@ class RelevanceSession:
         overridable = {i.name for i in self.session.get_overridable_initializers()}
         self.takes_target = TARGET in names | overridable
         self.takes_seed = RELEVANCE_SEED in names
-        self.masks = sorted(name for name in names | overridable if name.startswith(f"{MASK}:"))
+        self.masks = {  # name -> channels; masks not given are fed ones (every channel)
+            i.name: i.shape[1] for i in self.session.get_inputs() if i.name.startswith(f"{MASK}:")
+        }
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(
@@ -81,6 +83,8 @@ class RelevanceSession:
                 known = ", ".join(self.masks) or "none; compile with condition=[tensor]"
                 raise OnnxLrpError(f"this relevance graph has no mask input {name!r} (masks: {known})")
             feed[name] = np.ascontiguousarray(mask, dtype=np.float32)
+        for name, channels in self.masks.items():
+            feed.setdefault(name, np.ones((x.shape[0], channels), np.float32))
         values = self.session.run(self.output_names, feed)
         return dict(zip(self.output_names, values, strict=True))
 
