@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +48,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxlrp.errors import ModelLoadError, OutputExistsError
+from onnxlrp.errors import ModelLoadError, OnnxLrpError
+from onnxlrp.loading import ensure_writable, read_bytes, save_model
 
 __all__ = [
     "IR_VERSION",
@@ -60,7 +60,6 @@ __all__ = [
     "infer_input_shape",
     "load_toolbox_model",
     "parse_toolbox_text",
-    "save_model_atomic",
     "toolbox_to_onnx",
 ]
 
@@ -221,11 +220,9 @@ def load_toolbox_model(path: str | os.PathLike) -> list[ToolboxLayer]:
     Python toolbox's .nn files are pickles and are refused: unpickling runs arbitrary code."""
     path = Path(path)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ToolboxFormatError(f"{path}: no such file") from None
-    except OSError as error:
-        raise ToolboxFormatError(f"{path}: cannot read it: {error}") from None
+        data = read_bytes(path, "toolbox model file")
+    except OnnxLrpError as error:
+        raise ToolboxFormatError(str(error)) from None
     if path.suffix.lower() in PICKLE_SUFFIXES or data[:1] == b"\x80":
         raise ToolboxFormatError(
             f"{path}: a Python pickle (the toolbox's .nn format); onnxlrp never unpickles files, since "
@@ -578,29 +575,6 @@ def toolbox_to_onnx(
 # files
 
 
-def save_model_atomic(model: onnx.ModelProto, output: str | os.PathLike, force: bool = False) -> Path:
-    """Write ``model`` to ``output`` through a temporary file in the same folder and os.replace.
-
-    Refuses (OutputExistsError) when ``output`` exists and ``force`` is false.
-    """
-    output = Path(output)
-    if output.exists() and not force:
-        raise OutputExistsError(f"{output} exists; pass --force to overwrite it")
-    folder = output.parent if str(output.parent) else Path(".")
-    if not folder.is_dir():
-        raise ModelLoadError(f"{folder}: no such folder for the output")
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(model.SerializeToString())
-        os.replace(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return output
-
-
 def convert_file(
     model_path: str | os.PathLike,
     output: str | os.PathLike,
@@ -608,10 +582,8 @@ def convert_file(
     force: bool = False,
 ) -> onnx.ModelProto:
     """Convert a toolbox text model file to an ONNX file (atomically; refuses to overwrite unless force)."""
-    output = Path(output)
-    if output.exists() and not force:
-        raise OutputExistsError(f"{output} exists; pass --force to overwrite it")
+    ensure_writable(output, force, inputs=[model_path])  # before the work
     layers = load_toolbox_model(model_path)
     model = toolbox_to_onnx(layers, input_shape, graph_name=Path(model_path).stem or "lrp_toolbox_model")
-    save_model_atomic(model, output, force=force)
+    save_model(model, output, force=force, inputs=[model_path])
     return model

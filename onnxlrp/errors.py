@@ -1,4 +1,4 @@
-"""Errors onnxlrp raises: every one names the node, op, tensor or file at fault."""
+"""Errors onnxlrp raises: every one names the node, op, tensor, option or file at fault."""
 
 
 class OnnxLrpError(Exception):
@@ -14,4 +14,13 @@ class UnsupportedModelError(OnnxLrpError):
 
 
 class OutputExistsError(OnnxLrpError):
-    """An output file exists and overwriting was not asked for."""
+    """An output file exists and overwriting was not asked for, or the output would be an input."""
+
+
+class InvalidOptionError(OnnxLrpError, ValueError):
+    """An option or parameter out of its range (a non-finite epsilon, alpha - beta != 1, a target
+    that is not a class, ...)."""
+
+
+class ResourceLimitError(OnnxLrpError):
+    """A tensor would need more memory than the compiler allows itself."""

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxlrp.loading import writing
+
 DPI = 100
 TILE_INCH = 1.6  # size of one heatmap tile in grids
 PANEL_INCH = 3.0  # size of one panel in the explanation figure
@@ -104,7 +106,8 @@ def save_heatmap_png(
     rgb = to_uint8(colorize(heat, vmax, percentile))
     if scale > 1:
         rgb = rgb.repeat(scale, axis=0).repeat(scale, axis=1)
-    Image.fromarray(rgb, mode="RGB").save(path)
+    with writing(path, force=True) as tmp:
+        Image.fromarray(rgb, mode="RGB").save(tmp, format=None if tmp.suffix else "PNG")
 
 
 def display_image(x: np.ndarray, low=None, high=None) -> np.ndarray:
@@ -170,7 +173,8 @@ def render_explanation(
     _colorbar(fig, ax_bar, vmax)
     lines = wrap_title(title, int(width / 1.1))  # fontsize 8: a little narrower than 9
     fig.text(0.5, 0.985, "\n".join(lines[:4]), fontsize=8 if len(lines) > 2 else 9, ha="center", va="top")
-    fig.savefig(path, dpi=DPI)
+    with writing(path, force=True) as tmp:
+        fig.savefig(tmp, dpi=DPI)
     plt.close(fig)
     return vmax
 
@@ -273,7 +277,8 @@ def _render_mosaic(path, tiles: list[list[tuple[np.ndarray, str] | None]], title
                 va="bottom",
             )
     fig.text(0.5, 1.0 - 4 / height, "\n".join(lines), fontsize=9, ha="center", va="top", linespacing=1.2)
-    fig.savefig(path, dpi=DPI)
+    with writing(path, force=True) as tmp:
+        fig.savefig(tmp, dpi=DPI)
     plt.close(fig)
 
 

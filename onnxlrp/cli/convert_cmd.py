@@ -15,7 +15,7 @@ import importlib
 from pathlib import Path
 from types import ModuleType
 
-from onnxlrp.errors import ModelLoadError
+from onnxlrp.errors import InvalidOptionError
 
 FORMATS = {"lrp-toolbox": "lrp_toolbox"}
 
@@ -52,11 +52,9 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     converter = _converter(FORMATS[args.format])
     output = Path(args.output) if args.output else Path(args.model).with_suffix(".onnx")
-    if output.resolve() == Path(args.model).resolve():
-        raise ModelLoadError(f"{output}: the output would replace the input model")
     shape = tuple(args.input_shape) if args.input_shape else None
-    if shape is not None and len(shape) not in (1, 3):
-        raise ModelLoadError(f"--input-shape takes H W D or m, got {' '.join(map(str, shape))}")
+    if shape is not None and (len(shape) not in (1, 3) or min(shape) < 1):
+        raise InvalidOptionError(f"--input-shape takes H W D or m, all >= 1; got {' '.join(map(str, shape))}")
     model = converter.convert_file(args.model, output, input_shape=shape, force=args.force)
     dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     outs = ", ".join(o.name for o in model.graph.output)
