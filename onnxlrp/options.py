@@ -8,7 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from onnxlrp.rules import Rule, SumRule
+from onnxlrp.errors import InvalidOptionError
+from onnxlrp.rules import Rule, SumRule, box_bounds, checked, make_rule
+
+SEEDS = ("logit", "onehot")
 
 # "portable": operators every runtime implements (onnxruntime CPU/CUDA/WASM/WebGPU, OpenVINO, onnx's
 # reference evaluator); "onnxruntime": also MaxPool's Indices with MaxUnpool/ScatterElements
@@ -38,10 +41,49 @@ class CompileOptions:
     output: str | None = None
     condition: Iterable[str] = ()
     runtime: str = "portable"
+    input: str | None = None
 
     def __post_init__(self) -> None:
+        """Check every setting before any work: all checks of compiling happen here (the rules
+        check their own parameters as well)."""
         if self.runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+            raise InvalidOptionError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        for name in ("epsilon", "stabilizer"):
+            if getattr(self, name) is not None:
+                checked(name, getattr(self, name), positive=True)
+        for name in ("gamma", "alpha", "beta"):
+            if getattr(self, name) is not None:
+                checked(name, getattr(self, name))
+        if self.alpha is not None and self.beta is not None and abs(self.alpha - self.beta - 1) > 1e-9:
+            raise InvalidOptionError(f"alpha - beta must be 1; got alpha {self.alpha:g}, beta {self.beta:g}")
+        if self.low is not None or self.high is not None:
+            box_bounds(-1.0 if self.low is None else self.low, 1.0 if self.high is None else self.high)
+        if self.seed not in SEEDS:
+            raise InvalidOptionError(f"seed must be one of {', '.join(SEEDS)}, got {self.seed!r}")
+        for name in ("start", "output", "input"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise InvalidOptionError(f"{name} must be a tensor name, got {value!r}")
+        expose = (self.expose,) if isinstance(self.expose, str) else tuple(self.expose)
+        twice = sorted({name for name in expose if expose.count(name) > 1})
+        if twice:
+            raise InvalidOptionError(f"expose names {', '.join(repr(t) for t in twice)} more than once")
+        object.__setattr__(self, "expose", expose)
+        self._check_rules()
+
+    def _check_rules(self) -> None:
+        """Every rule named or given is one that exists, with parameters in range."""
+        from onnxlrp.composites import COMPOSITES  # composites reads these options
+
+        if self.composite is not None and self.composite.lower().replace("_", "-") not in COMPOSITES:
+            raise InvalidOptionError(f"unknown composite '{self.composite}'; known: {', '.join(COMPOSITES)}")
+        if self.rule is not None and self.composite is not None:
+            raise InvalidOptionError("give either a rule or a composite, not both")
+        specs = [self.rule, self.first_rule, *(self.rules_by_type or {}).values()]
+        specs += list((self.rules_by_name or {}).values())
+        for spec in specs:
+            if spec is not None and not isinstance(spec, SumRule):
+                make_rule(spec, **self.rule_params())
 
     def rule_params(self) -> dict[str, Any]:
         """The hyper-parameters `rules.make_rule` takes (None: the rule's default)."""

@@ -12,21 +12,35 @@ Formulas: docs/CONVENTIONS.md and the README.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from onnxlrp.builder import GraphBuilder
-from onnxlrp.errors import OnnxLrpError
+from onnxlrp.errors import InvalidOptionError
 
 WeightMap = Callable[[str, np.ndarray], str]
 
 DEFAULT_STABILIZER = 1e-6
 
 
-class RuleError(OnnxLrpError, ValueError):
+class RuleError(InvalidOptionError):
     """A rule, composite or layer rule that does not fit: unknown name, bad parameter, wrong node."""
+
+
+def checked(name: str, value: object, *, positive: bool = False) -> float:
+    """``value`` as a float if it is a finite number, > 0 with ``positive``, else >= 0; else a
+    RuleError naming the parameter. Every rule parameter passes here: a NaN, an infinity or a zero
+    stabiliser would make the relevance NaN or silently wrong."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise RuleError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        raise RuleError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -152,9 +166,7 @@ class Epsilon(Rule):
     keeps_zeros = True
 
     def __init__(self, epsilon: float = 1.0) -> None:
-        if epsilon < 0:
-            raise RuleError(f"epsilon must be >= 0, got {epsilon}")
-        self.epsilon = float(epsilon)
+        self.epsilon = checked("epsilon", epsilon, positive=True)
 
     def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
         stabilized = b.stabilize(layer.output, self.epsilon, like=relevance, rectified=layer.rectified)
@@ -171,9 +183,11 @@ class LRP0(Epsilon):
         super().__init__(1e-16)
 
 
-def _check_alpha_beta(alpha: float, beta: float) -> None:
-    if alpha < 0 or beta < 0 or abs(alpha - beta - 1) > 1e-9:
-        raise RuleError(f"alpha-beta needs alpha, beta >= 0 and alpha - beta = 1; got {alpha}, {beta}")
+def _check_alpha_beta(alpha: float, beta: float) -> tuple[float, float]:
+    alpha, beta = checked("alpha", alpha), checked("beta", beta)
+    if abs(alpha - beta - 1) > 1e-9:
+        raise RuleError(f"alpha-beta needs alpha - beta = 1; got alpha {alpha:g}, beta {beta:g}")
+    return alpha, beta
 
 
 class AlphaBeta(Rule):
@@ -183,10 +197,8 @@ class AlphaBeta(Rule):
     keeps_zeros = True
 
     def __init__(self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = DEFAULT_STABILIZER) -> None:
-        _check_alpha_beta(alpha, beta)
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        self.stabilizer = float(stabilizer)
+        self.alpha, self.beta = _check_alpha_beta(alpha, beta)
+        self.stabilizer = checked("stabilizer", stabilizer, positive=True)
 
     def _share(
         self,
@@ -248,10 +260,8 @@ class Gamma(Rule):
     keeps_zeros = True
 
     def __init__(self, gamma: float = 0.25, stabilizer: float = DEFAULT_STABILIZER) -> None:
-        if gamma < 0:
-            raise RuleError(f"gamma must be >= 0, got {gamma}")
-        self.gamma = float(gamma)
-        self.stabilizer = float(stabilizer)
+        self.gamma = checked("gamma", gamma)
+        self.stabilizer = checked("stabilizer", stabilizer, positive=True)
 
     def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
         g = self.gamma
@@ -279,7 +289,7 @@ class WSquare(Rule):
     name = "wsquare"
 
     def __init__(self, stabilizer: float = DEFAULT_STABILIZER, bias: bool = True) -> None:
-        self.stabilizer = float(stabilizer)
+        self.stabilizer = checked("stabilizer", stabilizer, positive=True)
         self.bias = bias
 
     def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
@@ -306,7 +316,7 @@ class Flat(Rule):
     name = "flat"
 
     def __init__(self, stabilizer: float = DEFAULT_STABILIZER) -> None:
-        self.stabilizer = float(stabilizer)
+        self.stabilizer = checked("stabilizer", stabilizer, positive=True)
 
     def propagate(self, b: GraphBuilder, layer: LinearLayer, relevance: str) -> str:
         w1 = np.ones_like(layer.weight, dtype=np.float32)
@@ -314,6 +324,21 @@ class Flat(Rule):
         z = layer.forward(ones, w1)  # > 0
         s = b.div(relevance, b.stabilize(z, self.stabilizer, like=relevance, sign=1))
         return _or_zero(b, layer, b.mul(ones, layer.transpose(s, w1)))
+
+
+def box_bounds(low: object, high: object) -> tuple[np.ndarray, np.ndarray]:
+    """The box rule's bounds as float32 arrays: finite, broadcastable, low < high everywhere."""
+    try:
+        bounds = [np.asarray(v, np.float64) for v in (low, high)]
+        np.broadcast_shapes(bounds[0].shape, bounds[1].shape)
+    except (TypeError, ValueError):
+        raise RuleError(f"the box bounds must be numbers or broadcastable arrays, got {low!r}, {high!r}") from None
+    for name, value in zip(("low", "high"), bounds, strict=True):
+        if not np.isfinite(value).all():
+            raise RuleError(f"{name} must be finite, got {value.tolist()}")
+    if not np.all(bounds[0] < bounds[1]):
+        raise RuleError(f"the box rule needs low < high, got low {bounds[0].tolist()}, high {bounds[1].tolist()}")
+    return bounds[0].astype(np.float32), bounds[1].astype(np.float32)
 
 
 class ZBox(Rule):
@@ -327,11 +352,8 @@ class ZBox(Rule):
         high: float | np.ndarray = 1.0,
         stabilizer: float = DEFAULT_STABILIZER,
     ) -> None:
-        self.low = np.asarray(low, np.float32)
-        self.high = np.asarray(high, np.float32)
-        if np.any(self.low > self.high):
-            raise RuleError("zbox needs low <= high")
-        self.stabilizer = float(stabilizer)
+        self.low, self.high = box_bounds(low, high)
+        self.stabilizer = checked("stabilizer", stabilizer, positive=True)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -391,9 +413,7 @@ class Norm(SumRule):
     name = "norm"
 
     def __init__(self, epsilon: float = DEFAULT_STABILIZER) -> None:
-        if epsilon < 0:
-            raise RuleError(f"epsilon must be >= 0, got {epsilon}")
-        self.epsilon = float(epsilon)
+        self.epsilon = checked("epsilon", epsilon, positive=True)
 
     def propagate(self, b: GraphBuilder, total: SumOfActivations, relevance: str) -> list[str]:
         stabilized = b.stabilize(total.output, self.epsilon, like=relevance, rectified=total.rectified)
@@ -409,10 +429,8 @@ class SumAlphaBeta(SumRule):
     name = "sum-alphabeta"
 
     def __init__(self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = DEFAULT_STABILIZER) -> None:
-        _check_alpha_beta(alpha, beta)
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        self.stabilizer = float(stabilizer)
+        self.alpha, self.beta = _check_alpha_beta(alpha, beta)
+        self.stabilizer = checked("stabilizer", stabilizer, positive=True)
 
     def _shares(self, b: GraphBuilder, parts: list[str], relevance: str, sign: int) -> list[str]:
         """part_k * R / stab(sum of the parts); every part has the sign ``sign``."""
@@ -480,6 +498,8 @@ def make_rule(
     """A rule from its name and the hyper-parameters that apply to it."""
     if isinstance(name, Rule):
         return name
+    if not isinstance(name, str):
+        raise RuleError(f"a rule is a name or a Rule object, got {name!r}")
     key = name.lower()
     if key not in RULES:
         raise RuleError(f"unknown rule '{name}'; known: {', '.join(sorted(set(RULES)))}")
@@ -491,8 +511,8 @@ def make_rule(
         return LRP0()
     if cls is Gamma:
         return Gamma(0.25 if gamma is None else gamma, **stab)
-    if cls is AlphaBeta:
-        a = 2.0 if alpha is None else alpha
+    if cls is AlphaBeta:  # one of alpha, beta gives the other (alpha - beta = 1)
+        a = (2.0 if beta is None else beta + 1.0) if alpha is None else alpha
         return AlphaBeta(a, a - 1.0 if beta is None else beta, **stab)
     if cls is ZBox:
         return ZBox(-1.0 if low is None else low, 1.0 if high is None else high, **stab)
@@ -502,7 +522,10 @@ def make_rule(
 def parse_rule(spec: str) -> Rule:
     """A rule from a compact spec: "epsilon:0.25", "alphabeta:3,2", "gamma:0.5", "zbox:-1,1", "flat"."""
     name, _, args = spec.partition(":")
-    values = [float(v) for v in args.split(",")] if args else []
+    try:
+        values = [float(v) for v in args.split(",")] if args else []
+    except ValueError:
+        raise RuleError(f"rule spec '{spec}': parameters must be numbers, e.g. epsilon:0.25 or alphabeta:2,1") from None
     key = name.lower()
     arity: dict[type[Rule], tuple[str, ...]] = {
         Epsilon: ("epsilon",),
