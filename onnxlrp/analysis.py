@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from onnxlrp.errors import UnsupportedModelError
-from onnxlrp.graph import FLOAT_TYPES, GraphInfo
+from onnxlrp.graph import FLOAT_TYPES, GraphInfo, implicit_inputs
 from onnxlrp.ops import LINEAR_KINDS, REGISTRY, SUM_KIND, carried_inputs, has_fact, spec_for
 from onnxlrp.ops.quantization import QDQ_HINT, QUANTIZED_OPERATORS
 from onnxlrp.rules import Rule, SumRule
@@ -173,6 +173,12 @@ def relevance_path(info: GraphInfo, start: str) -> tuple[list[onnx.NodeProto], l
             continue
         spec = spec_for(node.op_type)
         inputs = carried_inputs(spec, node, info)
+        outer = [name for name in implicit_inputs(node) if name in info.dynamic]
+        if spec is None and outer:  # control flow whose subgraphs read activations from outside
+            unsupported.append(node)
+            path.append(node)
+            carrying.update(outer)
+            continue
         if not inputs:
             continue
         if spec is None:

@@ -8,6 +8,7 @@ shape inference is not (e.g. ceil_mode pooling).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,9 +16,10 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
-from onnxlrp.errors import ModelLoadError, UnsupportedModelError
+from onnxlrp.errors import ModelLoadError, ResourceLimitError, UnsupportedModelError
 
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
+PROBE_LIMIT = 2**30  # bytes: the largest tensor the probe run may compute (at batch size 1)
 
 
 @dataclass
@@ -87,16 +89,42 @@ def weightless(model: onnx.ModelProto, large: int = 1024) -> onnx.ModelProto:
     return light
 
 
-def data_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
-    """The model input that is explained: the first float graph input that is not an initializer."""
+def implicit_inputs(node: onnx.NodeProto) -> set[str]:
+    """Outer-scope tensors the node's subgraphs (If/Loop/Scan bodies) read: inputs the node does
+    not list, but depends on all the same."""
+    read: set[str] = set()
+    for attribute in node.attribute:
+        graphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
+        for graph in graphs:
+            defined = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+            for inner in graph.node:
+                read.update(name for name in (*inner.input, *implicit_inputs(inner)) if name and name not in defined)
+                defined.update(inner.output)
+    return read
+
+
+def node_inputs(node: onnx.NodeProto) -> list[str]:
+    """Every tensor a node reads: its listed inputs, then those its subgraphs read from outside."""
+    listed = [name for name in node.input if name]
+    return listed + sorted(implicit_inputs(node) - set(listed))
+
+
+def data_input(model: onnx.ModelProto, name: str | None = None) -> onnx.ValueInfoProto:
+    """The model input that is explained: the float graph input ``name``, or the first float graph
+    input that is not an initializer."""
     initializers = {init.name for init in model.graph.initializer}
     inputs = [inp for inp in model.graph.input if inp.name not in initializers]
-    for inp in inputs:
-        if inp.type.tensor_type.elem_type in FLOAT_TYPES:
-            return inp
+    floats = [inp for inp in inputs if inp.type.tensor_type.elem_type in FLOAT_TYPES]
     described = ", ".join(
         f"'{inp.name}' ({onnx.TensorProto.DataType.Name(inp.type.tensor_type.elem_type)})" for inp in inputs
     )
+    if name is not None:
+        chosen = [inp for inp in floats if inp.name == name]
+        if not chosen:
+            raise ModelLoadError(f"input '{name}' is not a float input of the model; its inputs are: {described}")
+        return chosen[0]
+    if floats:
+        return floats[0]
     raise ModelLoadError(f"the model has no float input to explain; its inputs are: {described or 'none'}")
 
 
@@ -120,26 +148,51 @@ def _probe_feed(model: onnx.ModelProto, rng: np.random.Generator) -> dict[str, n
                 )
         dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
         if tensor_type.elem_type in FLOAT_TYPES:
-            feed[inp.name] = rng.standard_normal(dims).astype(dtype)
+            feed[inp.name] = rng.standard_normal(dims, dtype=np.float32).astype(dtype)
         else:
             feed[inp.name] = np.zeros(dims, dtype)
     return feed
 
 
-def analyse(model: onnx.ModelProto) -> GraphInfo:
-    """Build GraphInfo: topology, constants and static shapes (one onnxruntime probe at batch 1)."""
-    input_info = data_input(model)
+def check_probe_sizes(model: onnx.ModelProto, inferred: onnx.ModelProto, limit: int = PROBE_LIMIT) -> None:
+    """Refuse, before the probe run, a tensor whose inferred static shape (at batch size 1) needs
+    more than ``limit`` bytes: a few hundred bytes of Expand or ConstantOfShape can ask for GBs."""
+    producer = {name: node for node in model.graph.node for name in node.output}
+    for value in inferred.graph.value_info:
+        tensor_type = value.type.tensor_type
+        if value.name not in producer or not tensor_type.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in tensor_type.shape.dim]
+        try:
+            itemsize = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).itemsize
+        except Exception:
+            itemsize = 1
+        size = math.prod(dims) * itemsize
+        if size > limit:
+            node = producer[value.name]
+            raise ResourceLimitError(
+                f"tensor '{value.name}' (output of node '{node.name}', {node.op_type}) would hold "
+                f"{'x'.join(map(str, dims))} values = {size / 2**30:.1f} GiB, over the compiler's "
+                f"limit of {limit / 2**30:.1f} GiB for one tensor of its probe run"
+            )
+
+
+def analyse(model: onnx.ModelProto, input_name: str | None = None) -> GraphInfo:
+    """Build GraphInfo: topology, constants and static shapes (one onnxruntime probe at batch 1);
+    ``input_name`` is the explained input (default: the first float input)."""
+    input_info = data_input(model, input_name)
     info = GraphInfo(model=model, input_name=input_info.name)
     for init in model.graph.initializer:
         info.constants[init.name] = numpy_helper.to_array(init)
     graph_inputs = {inp.name for inp in model.graph.input} - set(info.constants)
     info.dynamic |= graph_inputs
     for node in model.graph.node:
+        reads = node_inputs(node)
         for name in node.output:
             info.producer[name] = node
-        for name in node.input:
+        for name in reads:
             info.consumers.setdefault(name, []).append(node)
-        if any(name in info.dynamic for name in node.input) or node.op_type in {
+        if any(name in info.dynamic for name in reads) or node.op_type in {
             "RandomNormal",
             "RandomUniform",
         }:
@@ -155,7 +208,8 @@ def analyse(model: onnx.ModelProto) -> GraphInfo:
     # shape inference and the probe run see the weights as inputs (fed below), so that hundreds of MB
     # of weights are neither copied into the checker nor serialised for onnxruntime
     probe = weightless(model)
-    inferred = onnx.shape_inference.infer_shapes(probe)
+    inferred = onnx.shape_inference.infer_shapes(probe, data_prop=True)
+    check_probe_sizes(model, inferred)
     types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
     types.update({vi.name: vi.type.tensor_type.elem_type for vi in model.graph.output})
     existing = {out.name for out in probe.graph.output}
