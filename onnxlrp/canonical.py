@@ -1,6 +1,7 @@
 """Canonicalise: bring a loaded model into the one form the later stages read.
 
-Opset >= 17, bias Adds absorbed and BatchNormalizations folded into their linear layers, a dynamic
+IR version >= 4 (initializers are not graph inputs), float32 throughout (see precision), opset >= 17,
+bias Adds absorbed and BatchNormalizations folded into their linear layers, a dynamic
 batch dimension, unique node names; after analysis, ceil_mode dropped from pools where it adds no
 window.
 """
@@ -13,7 +14,8 @@ from onnx import version_converter
 
 from onnxlrp.errors import ModelLoadError
 from onnxlrp.folding import absorb_bias_adds, fold_batchnorms
-from onnxlrp.graph import GraphInfo
+from onnxlrp.graph import GraphInfo, data_input
+from onnxlrp.precision import to_float32
 
 MIN_OPSET = 17
 
@@ -23,13 +25,18 @@ def opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def canonicalize(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelProto:
-    """The model at opset >= 17, BatchNormalizations folded into their linear layers, nodes uniquely
-    named: a copy, or ``model`` itself changed when ``in_place``."""
+def canonicalize(
+    model: onnx.ModelProto, in_place: bool = False, input_name: str | None = None
+) -> onnx.ModelProto:
+    """The model at IR >= 4 and opset >= 17, in float32, BatchNormalizations folded into their linear
+    layers, the batch dimension of the explained input (``input_name``, default the first float
+    input) dynamic, nodes uniquely named: a copy, or ``model`` itself changed when ``in_place``."""
     copy = model
     if not in_place:
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
+    initializers_as_inputs(copy)
+    to_float32(copy)
     if opset(copy) < MIN_OPSET:
         try:
             copy = version_converter.convert_version(copy, MIN_OPSET)
@@ -39,7 +46,7 @@ def canonicalize(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelPr
             ) from None
     absorb_bias_adds(copy)
     fold_batchnorms(copy)
-    free_batch_dimension(copy)
+    free_batch_dimension(copy, data_input(copy, input_name).name)
     seen: set[str] = set()
     for index, node in enumerate(copy.graph.node):
         if not node.name or node.name in seen:
@@ -50,7 +57,19 @@ def canonicalize(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelPr
     return copy
 
 
-def free_batch_dimension(model: onnx.ModelProto) -> None:
+def initializers_as_inputs(model: onnx.ModelProto) -> None:
+    """IR versions before 4 list every initializer as a graph input too (opset 7/9 exporters): the
+    input is dropped (an initializer is a constant since IR 4) and the IR version raised to 4."""
+    if model.ir_version >= 4:
+        return
+    initializers = {init.name for init in model.graph.initializer}
+    kept = [inp for inp in model.graph.input if inp.name not in initializers]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    model.ir_version = 4
+
+
+def free_batch_dimension(model: onnx.ModelProto, input_name: str) -> None:
     """Models exported with a fixed batch size get a dynamic one: the explained input's first
     dimension becomes "N" (also on the outputs), and Reshape targets that hard-code that batch size
     as their first entry copy it from their input instead (0) - only where that input's first axis is
@@ -58,15 +77,14 @@ def free_batch_dimension(model: onnx.ModelProto) -> None:
     left alone."""
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
-    float_inputs = [i for i in inputs if i.type.tensor_type.elem_type in (1, 10, 11)]
-    if not float_inputs or not float_inputs[0].type.tensor_type.shape.dim:
+    explained = next(i for i in graph.input if i.name == input_name)
+    if not explained.type.tensor_type.shape.dim:
         return
-    first = float_inputs[0].type.tensor_type.shape.dim[0]
+    first = explained.type.tensor_type.shape.dim[0]
     if not first.HasField("dim_value"):
         return
     batch = first.dim_value
-    for value in (float_inputs[0], *graph.output):
+    for value in (explained, *graph.output):
         dims = value.type.tensor_type.shape.dim
         if dims and dims[0].HasField("dim_value") and dims[0].dim_value == batch:
             dims[0].dim_param = "N"

@@ -16,7 +16,7 @@ from onnxlrp.canonical import canonicalize, drop_ceil_mode
 from onnxlrp.composites import AnyRule, assign_rules
 from onnxlrp.conditioning import check_conditions, resolve_tensor
 from onnxlrp.errors import UnsupportedModelError
-from onnxlrp.graph import GraphInfo, analyse, data_input
+from onnxlrp.graph import GraphInfo, analyse
 from onnxlrp.loading import ModelLike, load_model
 from onnxlrp.options import CompileOptions
 
@@ -44,9 +44,10 @@ def make_plan(model: ModelLike, options: CompileOptions, *, allow_unsupported: b
     """The plan of compiling ``model`` with ``options``. Unsupported nodes on the relevance path are
     refused (one error listing them all) unless ``allow_unsupported``."""
     # a model loaded here is ours to change; a ModelProto passed in is the caller's
-    canonical = canonicalize(load_model(model), in_place=not isinstance(model, onnx.ModelProto))
-    data_input(canonical)
-    info = analyse(canonical)
+    canonical = canonicalize(
+        load_model(model), in_place=not isinstance(model, onnx.ModelProto), input_name=options.input
+    )
+    info = analyse(canonical, options.input)
     drop_ceil_mode(info)
     start = options.start
     explained = start or explained_tensor(info, options.output)
