@@ -23,6 +23,8 @@ from onnxlrp.plan import Plan
 TARGET = "target"
 RELEVANCE = "relevance"
 RELEVANCE_SEED = "relevance_seed"
+INPUT_PROPERTY = "onnxlrp:input"  # metadata: the explained input (RelevanceSession reads it)
+CLASSES_PROPERTY = "onnxlrp:classes"  # metadata: how many classes a target may name
 
 
 def exposed_name(tensor: str) -> str:
@@ -214,6 +216,11 @@ def _assemble(
     conditioning.declare(graph, info, channel_sources)
     graph.name = f"{graph.name}_lrp"
     model.producer_name, model.producer_version = "onnxlrp", ""
+    properties = {prop.key: prop.value for prop in model.metadata_props}
+    properties[INPUT_PROPERTY] = info.input_name
+    if start is None:
+        properties[CLASSES_PROPERTY] = str(info.shape(explained)[1])
+    helper.set_model_props(model, properties)
     model.ir_version = _ir_version(model)
     check_structure(model)
     return model
