@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from onnxlrp.errors import OnnxLrpError
+from onnxlrp.loading import regular_file
 
 __all__ = [
     "CifarJpeg",
@@ -86,11 +89,15 @@ def raw_test_split(name: str, datasets_dir: Path | None = None) -> tuple[np.ndar
             f"data set {name!r} needs {path}, which does not exist; set ONNXLRP_DATASETS to the folder "
             "holding mnist.npz / cifar10_jpeg.npz, or pass a .npy of preprocessed inputs [N, C, H, W]"
         )
-    if name == "cifar10":
-        cifar = CifarJpeg(path)
-        return cifar.images(), cifar.labels
-    with np.load(path) as data:
-        return data["x_test"], data["y_test"].astype(np.int64)
+    regular_file(path, "data set file")
+    try:
+        if name == "cifar10":
+            cifar = CifarJpeg(path)
+            return cifar.images(), cifar.labels
+        with np.load(path) as data:
+            return data["x_test"], data["y_test"].astype(np.int64)
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise DatasetError(f"{path}: not a readable {name} data set file ({error})") from None
 
 
 def select_indices(total: int, n: int | None) -> np.ndarray:
@@ -118,12 +125,16 @@ def load_dataset(
     zoo_model: Any = None,
     n: int | None = None,
     datasets_dir: str | os.PathLike | None = None,
+    input_shape: Sequence[int] = (),
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Inputs [n, C, H, W] float32, labels (None for a .npy) and the indices taken.
 
     ``data``: "mnist" / "cifar10" (the test split, preprocessed with ``zoo_model.preprocess``), or a
-    path to a .npy holding already preprocessed inputs [N, C, H, W].
+    path to a .npy holding already preprocessed inputs [N, C, H, W] (checked against ``input_shape``,
+    the model input's, when given).
     """
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1):
+        raise DatasetError(f"--n must be a whole number >= 1 (the number of inputs), got {n!r}")
     text = os.fspath(data)
     if text.lower() in ("mnist", "cifar10", "cifar-10"):
         name = "cifar10" if text.lower().startswith("cifar") else "mnist"
@@ -139,13 +150,13 @@ def load_dataset(
         idx = select_indices(len(raw), n)
         return _preprocess(zoo_model, raw[idx]), labels[idx], idx
     path = Path(text)
-    if not path.is_file():
+    if not path.exists():
         raise DatasetError(f"data {text!r} is neither a data set name (mnist, cifar10) nor a .npy file")
+    from onnxlrp.inputs import read_npy_batch  # inputs reads data sets through this module
+
     try:
-        x = np.load(path, allow_pickle=False)
-    except Exception as error:
-        raise DatasetError(f"cannot read {path}: {error}") from error
-    if x.ndim != 4:
-        raise DatasetError(f"{path}: expected preprocessed inputs [N, C, H, W], got shape {x.shape}")
+        x = read_npy_batch(path, input_shape)
+    except OnnxLrpError as error:
+        raise DatasetError(str(error)) from None
     idx = np.arange(len(x) if n is None else min(n, len(x)))  # a .npy: its first n inputs
-    return np.asarray(x[idx], dtype=np.float32), None, idx
+    return x[idx], None, idx

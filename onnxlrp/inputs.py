@@ -6,9 +6,10 @@ input size and scaled to [0, 1]; a .npy holds inputs already preprocessed ([N, C
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from onnxlrp import augment as aug
 from onnxlrp.datasets import load_dataset
 from onnxlrp.errors import OnnxLrpError
 from onnxlrp.explaining import ModelHandle
+from onnxlrp.loading import regular_file
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -26,6 +28,7 @@ __all__ = [
     "load_inputs",
     "preprocess",
     "read_image",
+    "read_npy_batch",
 ]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -42,16 +45,35 @@ class Inputs:
     x: np.ndarray  # [N, C, H, W] float32, preprocessed
     names: list[str]
     raw: list[np.ndarray | None]  # uint8 images before preprocessing (None for .npy inputs)
+    files: list[Path] = field(default_factory=list)  # the files read (never to be written)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file -> uint8 [H, W] (grey modes) or [H, W, 3] (RGB)."""
+    """An image file -> uint8 [H, W] (grey modes) or [H, W, 3] (RGB). 16-bit and 32-bit grey images
+    (16-bit PNGs) are scaled to 8 bits (v / 257), not clipped; float images in [0, 1] are scaled by 255."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        if im.mode in ("1", "L", "LA", "I", "I;16", "F"):
-            return np.asarray(im.convert("L"))
-        return np.asarray(im.convert("RGB"))
+    path = regular_file(path, "image")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode.startswith("I") or im.mode == "F":
+                return _grey_to_uint8(np.asarray(im), im.mode)
+            if im.mode in ("1", "L", "LA"):
+                return np.asarray(im.convert("L"))
+            return np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise InputError(f"{path}: not a readable image ({error})") from None
+
+
+def _grey_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """A 16-bit, 32-bit integer or float grey image as uint8 (Pillow's "L" conversion clips at 255)."""
+    values = values.astype(np.float64)
+    if mode == "F":
+        scale = 255.0 if values.max(initial=0) <= 1 else 1.0
+    else:  # "I;16*" or "I": a 16-bit image unless its values need more bits
+        scale = 255.0 / max(65535.0, values.max(initial=0))
+    return np.clip(np.round(values * scale), 0, 255).astype(np.uint8)
 
 
 def preprocess(handle: ModelHandle, image: np.ndarray) -> np.ndarray:
@@ -81,13 +103,34 @@ def preprocess_all(handle: ModelHandle, images: Iterable[np.ndarray]) -> np.ndar
     return np.concatenate([preprocess(handle, np.asarray(img)) for img in images], axis=0).astype(np.float32)
 
 
-def _read_npy(path: Path) -> np.ndarray:
-    x = np.load(path, allow_pickle=False).astype(np.float32)
-    if x.ndim == 3:
+def read_npy_batch(path: str | os.PathLike, input_shape: Sequence[int] = ()) -> np.ndarray:
+    """A .npy batch [N, ...] (or one input, without N) of finite numbers, N >= 1, whose per-input
+    sizes match ``input_shape`` (the model input's, -1 where free; default images [N, C, H, W]);
+    never unpickles."""
+    path = regular_file(path, ".npy file")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise InputError(f"{path}: not a readable .npy file of numbers ({error})") from None
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
+        raise InputError(f"{path}: holds {getattr(x, 'dtype', type(x).__name__)}, not numbers")
+    wanted = list(input_shape)[1:] or [-1, -1, -1]  # unknown: images [C, H, W]
+    if x.ndim == len(wanted):
         x = x[None]
-    if x.ndim != 4:
-        raise InputError(f"{path}: expected [N,C,H,W] or [C,H,W], got shape {x.shape}")
-    return x
+    if x.ndim != len(wanted) + 1 or any(w > 0 and w != h for w, h in zip(wanted, x.shape[1:], strict=True)):
+        expected = ", ".join(str(w) if w > 0 else "?" for w in wanted) if input_shape else "C, H, W"
+        raise InputError(f"{path}: expected [N, {expected}] or [{expected}], got shape {list(x.shape)}")
+    if x.shape[0] == 0:
+        raise InputError(f"{path}: holds no inputs (batch 0)")
+    if not np.isfinite(x).all():
+        raise InputError(f"{path}: holds NaN or infinite values")
+    return x.astype(np.float32)
+
+
+def _unique(names: list[str]) -> list[str]:
+    """``names`` with repeated ones numbered (the same stem in two folders, one file given twice)."""
+    dup = {n for n in names if names.count(n) > 1}
+    return [f"{n}_{i}" if n in dup else n for i, n in enumerate(names)]
 
 
 def data_set_inputs(
@@ -116,27 +159,30 @@ def load_inputs(
     preprocessing they get); .npy inputs are named ``<stem>_0000``, ``<stem>_0001``, ..."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    if not math.isfinite(hue):
+        raise InputError(f"the hue shift must be a finite fraction of the colour circle, got {hue}")
     files = [Path(p) for p in paths]
     if not files:
         raise InputError("no input files given")
     for path in files:
-        if not path.is_file():
-            raise InputError(f"{path}: no such file")
+        regular_file(path, "input file")
     npys = [p for p in files if p.suffix.lower() == ".npy"]
     if npys:
         if len(npys) != len(files):
             raise InputError("give either image files or .npy batches, not both")
         if "hue" in augmentations:
             raise InputError("--augment hue needs image files (it works on the uint8 image), not .npy")
-        arrays = [_read_npy(p) for p in files]
+        arrays = [read_npy_batch(p, handle.input_shape if handle is not None else ()) for p in files]
         x = np.concatenate(arrays, axis=0)
-        names = [f"{p.stem}_{i:04d}" for p, a in zip(files, arrays, strict=True) for i in range(len(a))]
+        names = _unique(
+            [f"{p.stem}_{i:04d}" for p, a in zip(files, arrays, strict=True) for i in range(len(a))]
+        )
         out_x, out_names = [x], list(names)
         if "flip" in augmentations:
             out_x.append(x[..., ::-1])
             out_names += [f"{n}_flip" for n in names]
         x = np.ascontiguousarray(np.concatenate(out_x, axis=0))
-        return Inputs(x=x, names=out_names, raw=[None] * len(out_names))
+        return Inputs(x=x, names=out_names, raw=[None] * len(out_names), files=files)
     if handle is None:
         raise InputError(f"{files[0]}: image files need a model for their preprocessing")
     xs, names = [], []
@@ -149,7 +195,5 @@ def load_inputs(
             xs.append(preprocess(handle, variant))
             names.append(path.stem if tag == "orig" else f"{path.stem}_{tag}")
             raws.append(variant)
-    dup = {n for n in names if names.count(n) > 1}
-    if dup:  # same stem in two folders
-        names = [f"{n}_{i}" if n in dup else n for i, n in enumerate(names)]
-    return Inputs(x=np.concatenate(xs, axis=0).astype(np.float32), names=names, raw=raws)
+    x = np.concatenate(xs, axis=0).astype(np.float32)
+    return Inputs(x=x, names=_unique(names), raw=raws, files=files)
