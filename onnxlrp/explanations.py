@@ -3,15 +3,16 @@ inner layers, single-neuron maps, and ``explain.json`` (what `onnxlrp explain` w
 
 Per input ``<name>``: ``<name>.png`` (input and heatmap side by side) and ``<name>.npy`` (the
 relevance [C, H, W] as the relevance graph returned it); per layer T ``<name>.layer-<T>.png/.npy``;
-per neuron T:I ``<name>.neuron-<T>-<I>.png/.npy``.
+per neuron T:I ``<name>.neuron-<T>-<I>.png/.npy``. Every file is checked before any work: none may
+exist (unless ``force``) or be one of the inputs, and each is written atomically.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 from onnxlrp import heatmap
 from onnxlrp.atlas import check_atlas, render_image_concepts
 from onnxlrp.concepts import ConceptGraph, concept_graph, image_concepts
+from onnxlrp.errors import InvalidOptionError
 from onnxlrp.explaining import (
     ModelHandle,
     compile_session,
@@ -31,6 +33,7 @@ from onnxlrp.explaining import (
     tensor_shapes,
 )
 from onnxlrp.inputs import Inputs
+from onnxlrp.loading import claim_outputs, output_folder, save_npy, write_json
 from onnxlrp.runtime import RelevanceSession
 
 __all__ = ["FolderOptions", "neuron_maps", "safe_name", "write_explanations"]
@@ -49,6 +52,23 @@ class FolderOptions:
     concepts: str | None = None  # a layer whose most relevant channels are shown per input
     concept_top: int = 6  # how many of them
     atlas: str | None = None  # an `onnxlrp concepts` folder of that layer: their reference images
+    max_channels: int = 64  # a layer grid shows at most this many channels, the most relevant ones
+    force: bool = False  # replace files of an earlier explanation
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_channels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidOptionError(
+                    f"{name.replace('_', '-')} must be a whole number >= 1, got {value!r}"
+                )
+        p = self.percentile
+        if p is not None and not (isinstance(p, int | float) and math.isfinite(p) and 0 < p <= 100):
+            raise InvalidOptionError(f"percentile must be in (0, 100], got {p!r}")
+        for name, values in (("layer", self.layers), ("neuron", self.neurons)):
+            twice = sorted({v for v in values if list(values).count(v) > 1})
+            if twice:
+                raise InvalidOptionError(f"--{name} {', '.join(twice)} given more than once")
 
 
 def safe_name(text: str) -> str:
@@ -88,8 +108,16 @@ def write_explanations(
     """Explain every input into folder ``out`` (created); returns the summary written to explain.json."""
     from tqdm import tqdm
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out)
+    stems = {spec: _neuron_stem(*parse_neuron(spec)) for spec in options.neurons}
+    planned = [out / "explain.json"]
+    for name in inputs.names:
+        for stem in _stems(name, options.layers, stems.values()):
+            planned += [out / f"{stem}.png", out / f"{stem}.npy"]
+        if options.concepts is not None:
+            stem = f"{name}.concepts-{safe_name(options.concepts)}"
+            planned += [out / f"{stem}{suffix}" for suffix in (".png", ".npy", ".json")]
+    claim_outputs(planned, options.force, inputs.files)  # before any work
     rule_text = describe_rule(compile_kwargs)
     n = inputs.x.shape[0]
     target = None if options.target is None else np.full(n, options.target, dtype=np.int64)
@@ -140,7 +168,7 @@ def write_explanations(
         )
         progress.update(1)
     progress.close()
-    (out / "explain.json").write_text(json.dumps(summary, indent=1))
+    write_json(out / "explain.json", summary, force=True)  # claimed above
     return summary
 
 
@@ -158,21 +186,18 @@ def _write_concepts(
     (.npy [k, C, H, W]) and a figure with reference images from ``options.atlas``."""
     found = image_concepts(graph, x, target, options.concept_top, session)
     stem = f"{name}.concepts-{safe_name(graph.tensor)}"
-    np.save(out / f"{stem}.npy", found.heatmaps)
-    (out / f"{stem}.json").write_text(
-        json.dumps(
-            {
-                "layer": graph.tensor,
-                "target": found.target,
-                "layer_relevance": found.total,
-                "channels": [
-                    {"channel": int(c), "relevance": float(r)}
-                    for c, r in zip(found.channels, found.relevance, strict=True)
-                ],
-            },
-            indent=1,
-        )
-    )
+    save_npy(out / f"{stem}.npy", found.heatmaps, force=True)  # claimed by write_explanations
+    channels = [
+        {"channel": int(c), "relevance": float(r)}
+        for c, r in zip(found.channels, found.relevance, strict=True)
+    ]
+    document = {
+        "layer": graph.tensor,
+        "target": found.target,
+        "layer_relevance": found.total,
+        "channels": channels,
+    }
+    write_json(out / f"{stem}.json", document, force=True)
     render_image_concepts(
         out / f"{stem}.png",
         heatmap.display_image(x, handle.low, handle.high),
@@ -182,6 +207,21 @@ def _write_concepts(
         options.atlas,
     )
     return [f"{stem}.png", f"{stem}.npy", f"{stem}.json"]
+
+
+def _neuron_stem(tensor: str, index: tuple[int, ...]) -> str:
+    return f"neuron-{safe_name(tensor)}-{'_'.join(map(str, index))}"
+
+
+def _stems(name: str, layers: Sequence[str], neuron_stems: Iterable[str]) -> list[str]:
+    """The file stems of one input: its heatmap, its layer grids, its neuron maps."""
+    return [name, *(f"{name}.layer-{safe_name(t)}" for t in layers), *(f"{name}.{n}" for n in neuron_stems)]
+
+
+def strongest_channels(maps: np.ndarray, k: int) -> list[int]:
+    """The ``k`` channels with the largest total |relevance|, in channel order."""
+    strength = np.abs(maps.reshape(maps.shape[0], -1)).sum(axis=1)
+    return sorted(np.argsort(-strength, kind="stable")[:k].tolist())
 
 
 def _write_input(
@@ -205,7 +245,7 @@ def _write_input(
         f"target {handle.class_name(t)} (logit {logit:.3g})\nrule: {rule_text}"
     )
     display = heatmap.display_image(x, handle.low, handle.high)
-    np.save(out / f"{name}.npy", relevance)
+    save_npy(out / f"{name}.npy", relevance, force=True)
     heatmap.render_explanation(
         out / f"{name}.png", display, heatmap.channel_sum(relevance), title, percentile=options.percentile
     )
@@ -213,21 +253,27 @@ def _write_input(
     for tensor in options.layers:
         layer_rel = result[f"relevance:{tensor}"][i]
         stem = f"{name}.layer-{safe_name(tensor)}"
-        np.save(out / f"{stem}.npy", layer_rel)
+        save_npy(out / f"{stem}.npy", layer_rel, force=True)
         maps = layer_rel if layer_rel.ndim == 3 else layer_rel.reshape(layer_rel.shape[0], 1, -1)
+        shown = strongest_channels(maps, options.max_channels)
+        which = (
+            "per channel"
+            if len(shown) == len(maps)
+            else f"the {len(shown)} most relevant of {len(maps)} channels"
+        )
         heatmap.render_grid(
             out / f"{stem}.png",
-            list(maps),
-            f"{handle.name}: {name}, relevance at {tensor} per channel (target "
+            [maps[c] for c in shown],
+            f"{handle.name}: {name}, relevance at {tensor}, {which} (target "
             f"{handle.class_name(t)}, {rule_text})",
-            labels=[f"ch {c}: {maps[c].sum():.2g}" for c in range(maps.shape[0])],
+            labels=[f"ch {c}: {maps[c].sum():.2g}" for c in shown],
             percentile=options.percentile,
         )
         files += [f"{stem}.png", f"{stem}.npy"]
     for tensor, index, unit_maps in neurons.values():
         index_text = ",".join(map(str, index))
-        stem = f"{name}.neuron-{safe_name(tensor)}-{index_text.replace(',', '_')}"
-        np.save(out / f"{stem}.npy", unit_maps[i])
+        stem = f"{name}.{_neuron_stem(tensor, index)}"
+        save_npy(out / f"{stem}.npy", unit_maps[i], force=True)
         which = f"channel {index[0]} (all positions)" if len(index) == 1 else f"unit [{index_text}]"
         heatmap.render_explanation(
             out / f"{stem}.png",

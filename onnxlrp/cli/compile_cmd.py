@@ -66,7 +66,7 @@ def default_output(model_path: Path, cwd: Path | None = None) -> Path:
 def run(args: argparse.Namespace) -> int:
     model_path = resolve_model(args.model)
     out = Path(args.out) if args.out else default_output(model_path)
-    ensure_writable(out, args.force)  # fail before the work, not after
+    ensure_writable(out, args.force, inputs=[model_path])  # fail before the work, not after
     expose = ["all"] if "all" in args.expose else args.expose
     relevance_model = compile(
         model_path,
@@ -78,6 +78,6 @@ def run(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         **compile_options(args),
     )
-    save_model(relevance_model, out, force=args.force)
+    save_model(relevance_model, out, force=args.force, inputs=[model_path])
     print(f"wrote {out}")
     return 0

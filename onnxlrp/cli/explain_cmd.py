@@ -2,7 +2,8 @@
 
     onnxlrp explain MODEL IMAGE... [--rule R | --composite C] [--epsilon E] [--alpha A --beta B]
                     [--target K] [--out DIR] [--layer TENSOR] [--neuron TENSOR:INDEX]...
-                    [--augment flip,hue] [--percentile P] [--batch-size N]
+                    [--augment flip,hue] [--percentile P] [--batch-size N] [--max-channels K]
+                    [--force] [--input NAME]
 
 MODEL is an .onnx path or a zoo name; IMAGE files (PNG/JPEG, preprocessed as the zoo model says,
 or for a plain .onnx file: resized to the model's input size and scaled to [0, 1]) or one .npy
@@ -13,7 +14,8 @@ Per input ``<name>`` the folder gets:
   the predicted class, the target and its logit in the title; ``<name>.npy``: the relevance
   [C, H, W] exactly as the relevance graph returned it (float32);
 - with ``--layer T``: ``<name>.layer-<T>.png``, a grid with one tile per channel of T (shared
-  colour scale), and ``<name>.layer-<T>.npy``, the relevance arriving at T ([C, h, w]);
+  colour scale; at most --max-channels tiles, the channels with the largest total |relevance|),
+  and ``<name>.layer-<T>.npy``, the relevance arriving at T ([C, h, w], every channel);
 - with ``--neuron T:I``: ``<name>.neuron-<T>-<I>.png/.npy``, the input relevance when the
   relevance entering at T is 1 at the chosen unit(s) and 0 elsewhere (compiled with start=T).
   INDEX ``c`` is a channel: the seed is 1 at *every* position of channel c (for a layer whose
@@ -24,6 +26,8 @@ Per input ``<name>`` the folder gets:
   that channel only) and, with ``--atlas DIR`` (an `onnxlrp concepts` folder of T), its reference
   images: what the channel detects elsewhere in the data set;
 - ``explain.json``: per input the prediction, target, logit, relevance sum and files.
+No file that exists is replaced without ``--force``, and never an input file (``--out`` holding
+``digit.png`` cannot take the heatmap of ``digit.png``).
 With ``--augment flip,hue`` each image input also gets ``<name>_flip`` (mirrored) and
 ``<name>_hue`` (hue rotated by 0.3 of the colour circle in HSV, on the uint8 image before
 preprocessing) copies, as in the seed paper's Figure 7.
@@ -91,6 +95,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--percentile", type=float, help="colour scale bound = this percentile of |R| (default: max |R|)"
     )
     p.add_argument("--batch-size", type=int, default=256, help="chunk size of one run (memory only)")
+    p.add_argument(
+        "--max-channels",
+        type=int,
+        default=64,
+        help="a --layer grid shows at most this many channels, the most relevant ones (default 64)",
+    )
+    p.add_argument("--force", action="store_true", help="replace the files of an earlier explanation")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -100,8 +111,6 @@ def run(args: argparse.Namespace) -> int:
         augmentations = aug.parse_augmentations(args.augment)
     except ValueError as error:
         raise OnnxLrpError(str(error)) from error
-    handle = load_model(args.model)
-    inputs = load_inputs(handle, args.images, augmentations, args.hue_shift)
     options = FolderOptions(
         layers=args.layer,
         neurons=args.neuron,
@@ -112,7 +121,12 @@ def run(args: argparse.Namespace) -> int:
         concepts=args.concepts,
         concept_top=args.concepts_top,
         atlas=args.atlas,
+        max_channels=args.max_channels,
+        force=args.force,
     )
-    write_explanations(handle, inputs, explain_options(compile_options(args)), args.out, options)
+    kwargs = explain_options(compile_options(args))
+    handle = load_model(args.model)
+    inputs = load_inputs(handle, args.images, augmentations, args.hue_shift)
+    write_explanations(handle, inputs, kwargs, args.out, options)
     print(f"wrote {inputs.x.shape[0]} explanation(s) to {Path(args.out)}/")
     return 0

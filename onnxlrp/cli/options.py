@@ -6,8 +6,9 @@ import argparse
 from typing import Any
 
 from onnxlrp.composites import COMPOSITES
-from onnxlrp.errors import OnnxLrpError
+from onnxlrp.errors import InvalidOptionError, OnnxLrpError
 from onnxlrp.methods import parse_method
+from onnxlrp.options import CompileOptions
 from onnxlrp.rules import RULES, Rule, parse_rule
 
 
@@ -37,11 +38,15 @@ def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NODE_OR_OP=RULE",
         help="rule of one node (by name) or of an op type, e.g. Conv=zplus; repeatable",
     )
+    group.add_argument(
+        "--input", metavar="NAME", help="the model input to explain, for models with several float inputs"
+    )
 
 
 def compile_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments for onnxlrp.compile from the parsed rule options."""
-    options = {k: getattr(args, k) for k in ("composite", "epsilon", "alpha", "beta", "gamma", "low", "high")}
+    keys = ("composite", "epsilon", "alpha", "beta", "gamma", "low", "high", "input")
+    options = {k: getattr(args, k) for k in keys}
     if args.rule:
         options.update(rule_options(args.rule))
     if args.first_rule:
@@ -51,12 +56,13 @@ def compile_options(args: argparse.Namespace) -> dict[str, Any]:
     for item in args.layer_rule:
         key, sep, spec = item.partition("=")
         if not sep:
-            raise SystemExit(f"--layer-rule needs NODE_OR_OP=RULE, got '{item}'")
+            raise InvalidOptionError(f"--layer-rule needs NODE_OR_OP=RULE, got '{item}'")
         (by_type if key[:1].isupper() and key.isalnum() else by_name)[key] = parse_rule(spec)
     if by_type:
         options["rules_by_type"] = by_type
     if by_name:
         options["rules_by_name"] = by_name
+    CompileOptions(**{k: v for k, v in options.items() if v is not None})  # every check, before any work
     return options
 
 
