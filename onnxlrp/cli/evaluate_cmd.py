@@ -46,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--datasets", default=None, help="folder of mnist.npz / cifar10_jpeg.npz")
     p.add_argument("--out", default=None, help="output folder (default: out/evaluate/<model>-<data>)")
+    p.add_argument("--force", action="store_true", help="replace the results of an earlier evaluation")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--relevance-dir",
@@ -86,6 +87,8 @@ def _is_plain_epsilon(spec: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     from onnxlrp import evaluation as ev
     from onnxlrp.datasets import load_dataset
+    from onnxlrp.graph import data_input
+    from onnxlrp.loading import claim_outputs, load_model, output_folder
     from onnxlrp.zoo import locate
 
     try:
@@ -94,10 +97,14 @@ def run(args: argparse.Namespace) -> int:
         raise OnnxLrpError(str(error)) from error
     if args.ray and not args.relevance_dir:
         raise OnnxLrpError("--ray computes the relevance into scan shards: give --relevance-dir DIR too")
-    path, zoo_model = locate(args.model)
-    x, labels, _ = load_dataset(args.data, zoo_model, n=args.n, datasets_dir=args.datasets)
     model_name = Path(args.model).stem if args.model.endswith(".onnx") else args.model
     data_name = Path(args.data).stem if args.data.endswith(".npy") else args.data
+    out = Path(args.out) if args.out else Path("out") / "evaluate" / f"{model_name}-{data_name}"
+    claim_outputs(ev.result_files(output_folder(out)).values(), args.force, [args.data])  # before the work
+    path, zoo_model = locate(args.model)
+    dims = data_input(load_model(path, external_data=False)).type.tensor_type.shape.dim
+    shape = [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
+    x, labels, _ = load_dataset(args.data, zoo_model, n=args.n, datasets_dir=args.datasets, input_shape=shape)
     try:
         setup = ev.PerturbationSetup(
             region=args.region,
@@ -122,8 +129,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as error:
         raise OnnxLrpError(str(error)) from error
-    out = Path(args.out) if args.out else Path("out") / "evaluate" / f"{model_name}-{data_name}"
-    paths = ev.write_results(result, out)
+    paths = ev.write_results(result, out, force=args.force)
     s = result.settings
     print(
         f"{model_name} on {data_name}: n={s['n']}, {s['region']}x{s['region']} regions, L={s['steps']}, "

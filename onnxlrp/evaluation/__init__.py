@@ -45,7 +45,7 @@ from onnxlrp.evaluation.metrics import (
     region_order,
     region_relevance,
 )
-from onnxlrp.evaluation.plots import plot_curves, plot_json, write_results
+from onnxlrp.evaluation.plots import plot_curves, plot_json, result_files, write_results
 from onnxlrp.evaluation.runner import EvaluationResult, evaluate
 from onnxlrp.explaining import LogitSession as onnx_forward
 from onnxlrp.explaining import logit_model
@@ -81,6 +81,7 @@ __all__ = [
     "region_map",
     "region_order",
     "region_relevance",
+    "result_files",
     "select_indices",
     "write_results",
 ]

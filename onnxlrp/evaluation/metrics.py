@@ -7,11 +7,14 @@ perturbations (paired).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from onnxlrp.errors import InvalidOptionError
 
 ForwardFn = Callable[[np.ndarray], np.ndarray]
 
@@ -35,6 +38,23 @@ class PerturbationSetup:
     seed: int = 0
     value_range: Any = None
     blur_sigma: float | None = None
+
+    def __post_init__(self) -> None:
+        def whole(value: Any) -> bool:
+            return bool(isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1)
+
+        if not whole(self.region):
+            raise InvalidOptionError(f"region must be a whole number >= 1, got {self.region!r}")
+        if self.steps is not None and not whole(self.steps):
+            raise InvalidOptionError(f"steps must be a whole number >= 1 (or None: all), got {self.steps!r}")
+        for name, known in (("perturbation", ("uniform", "blur")), ("order", ("morf", "lerf"))):
+            if getattr(self, name) not in known:
+                raise InvalidOptionError(
+                    f"{name} must be one of {', '.join(known)}, got {getattr(self, name)!r}"
+                )
+        sigma = self.blur_sigma
+        if sigma is not None and not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma > 0):
+            raise InvalidOptionError(f"blur sigma must be a finite number > 0, got {sigma!r}")
 
     def replace(self, **changes: Any) -> PerturbationSetup:
         """A copy with ``changes``."""

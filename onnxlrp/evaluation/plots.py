@@ -12,10 +12,14 @@ import numpy as np
 
 from onnxlrp.evaluation.metrics import aopc
 from onnxlrp.evaluation.runner import EvaluationResult
+from onnxlrp.loading import claim_outputs, output_folder, write_json, write_text, writing
 
 
-def plot_curves(results: EvaluationResult | Sequence[EvaluationResult], path: str | os.PathLike) -> Path:
-    """Mean perturbation curve f(x^(0)) - f(x^(k)) per method (one panel per result), saved as PNG."""
+def plot_curves(
+    results: EvaluationResult | Sequence[EvaluationResult], path: str | os.PathLike, force: bool = True
+) -> Path:
+    """Mean perturbation curve f(x^(0)) - f(x^(k)) per method (one panel per result), saved as PNG
+    (atomically; an existing file is replaced only with ``force``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,8 +44,9 @@ def plot_curves(results: EvaluationResult | Sequence[EvaluationResult], path: st
         ax.legend(fontsize=7, title="method (AOPC±SE)", title_fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    output_folder(path.parent)
+    with writing(path, force) as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
     return path
 
@@ -73,14 +78,29 @@ class _SummaryCurves(np.ndarray):
         self.aopc_se = getattr(obj, "aopc_se", (float("nan"), float("nan")))
 
 
+def result_files(out_dir: str | os.PathLike, stem: str = "aopc") -> dict[str, Path]:
+    """The files `write_results` writes, by kind (to check them before the work)."""
+    out = Path(out_dir)
+    names = {
+        "json": ".json",
+        "csv": ".csv",
+        "curves": "_curves.csv",
+        "per_image": "_per_image.npz",
+        "png": ".png",
+    }
+    return {kind: out / f"{stem}{suffix}" for kind, suffix in names.items()}
+
+
 def write_results(
-    result: EvaluationResult, out_dir: str | os.PathLike, stem: str = "aopc"
+    result: EvaluationResult, out_dir: str | os.PathLike, stem: str = "aopc", force: bool = False
 ) -> dict[str, Path]:
     """Write ``<stem>.json`` (settings, table, mean curves), ``<stem>.csv`` (the table),
     ``<stem>_curves.csv`` (mean curve per method), ``<stem>_per_image.npz`` (every image's curve,
-    float32, one array per method) and ``<stem>.png`` into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    float32, one array per method) and ``<stem>.png`` into ``out_dir`` (created), each atomically;
+    existing files are replaced only with ``force``."""
+    output_folder(out_dir)
+    paths = result_files(out_dir, stem)
+    claim_outputs(paths.values(), force)
     table = result.table()
     mean_curves = {k: v.mean(axis=0).tolist() for k, v in result.curves.items()}
     doc = {
@@ -92,20 +112,19 @@ def write_results(
         "mean_curves": mean_curves,
         "notes": result.notes,
     }
-    paths = {"json": out / f"{stem}.json", "csv": out / f"{stem}.csv", "curves": out / f"{stem}_curves.csv"}
-    paths["json"].write_text(json.dumps(doc, indent=1))
-    with open(paths["csv"], "w") as fh:
-        fh.write("method,aopc,stderr,n,vs_random,vs_random_stderr\n")
-        for row in table:
-            vs = f"{row['vs_random']:.6g},{row['vs_random_stderr']:.6g}" if "vs_random" in row else ","
-            fh.write(f"{row['method']},{row['aopc']:.6g},{row['stderr']:.6g},{row['n']},{vs}\n")
-    with open(paths["curves"], "w") as fh:
-        labels = list(mean_curves)
-        fh.write("step," + ",".join(labels) + "\n")
-        for k in range(len(next(iter(mean_curves.values()), []))):
-            fh.write(f"{k}," + ",".join(f"{mean_curves[lb][k]:.6g}" for lb in labels) + "\n")
-    paths["per_image"] = out / f"{stem}_per_image.npz"
+    write_json(paths["json"], doc, force)
+    rows = ["method,aopc,stderr,n,vs_random,vs_random_stderr"]
+    for row in table:
+        vs = f"{row['vs_random']:.6g},{row['vs_random_stderr']:.6g}" if "vs_random" in row else ","
+        rows.append(f"{row['method']},{row['aopc']:.6g},{row['stderr']:.6g},{row['n']},{vs}")
+    write_text(paths["csv"], "\n".join(rows) + "\n", force)
+    labels = list(mean_curves)
+    lines = ["step," + ",".join(labels)]
+    for k in range(len(next(iter(mean_curves.values()), []))):
+        lines.append(f"{k}," + ",".join(f"{mean_curves[lb][k]:.6g}" for lb in labels))
+    write_text(paths["curves"], "\n".join(lines) + "\n", force)
     per_image: dict[str, Any] = {k: v.astype(np.float32) for k, v in result.curves.items()}
-    np.savez_compressed(paths["per_image"], **per_image)
-    paths["png"] = plot_curves(result, out / f"{stem}.png")
+    with writing(paths["per_image"], force) as tmp:
+        np.savez_compressed(tmp, **per_image)
+    plot_curves(result, paths["png"], force)
     return paths

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import onnx
 
+from onnxlrp.errors import InvalidOptionError
 from onnxlrp.evaluation.heatmaps import method_region_scores
 from onnxlrp.evaluation.metrics import (
     ForwardFn,
@@ -20,7 +22,8 @@ from onnxlrp.evaluation.metrics import (
     setup_from,
 )
 from onnxlrp.explaining import LogitSession, run_batched
-from onnxlrp.loading import ModelLike
+from onnxlrp.graph import data_input
+from onnxlrp.loading import ModelLike, load_model
 from onnxlrp.methods import BASELINES, DEFAULT_METHODS, Method
 
 
@@ -79,8 +82,10 @@ def evaluate(
     each method's relevance there as resumable scan shards (computed on ``backend``, "local" or "ray").
     """
     setup = setup_from(setup, settings)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidOptionError(f"batch size must be a whole number >= 1, got {batch_size!r}")
+    x = checked_images(load_model(model, external_data=False), x, setup.region)
     forward = forward_fn if forward_fn is not None else LogitSession(model)
-    x = np.ascontiguousarray(x, dtype=np.float32)
     if targets is None:
         targets = run_batched(lambda xb: {"logits": forward(xb)}, x, batch_size)["logits"].argmax(axis=1)
     targets = np.asarray(targets, dtype=np.int64)
@@ -110,6 +115,27 @@ def evaluate(
         accuracy=accuracy,
         notes=notes,
     )
+
+
+def checked_images(model: onnx.ModelProto, x: np.ndarray, region: int) -> np.ndarray:
+    """``x`` as float32 [N, C, H, W] if it fits the model's input (N >= 1, finite values) and a
+    ``region`` x ``region`` tile fits in it; else an error saying what does not."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise InvalidOptionError(f"the inputs must be numbers, got dtype {x.dtype}")
+    dims = [
+        d.dim_value if d.HasField("dim_value") else -1 for d in data_input(model).type.tensor_type.shape.dim
+    ]
+    if x.ndim != 4 or any(w > 0 and w != h for w, h in zip(dims[1:], x.shape[1:], strict=False)):
+        wanted = "x".join(str(w) if w > 0 else "?" for w in dims[1:])
+        raise InvalidOptionError(f"the inputs have shape {list(x.shape)}; the model takes [N, {wanted}]")
+    if x.shape[0] == 0:
+        raise InvalidOptionError("there are no inputs (batch 0)")
+    if not np.isfinite(x).all():
+        raise InvalidOptionError("the inputs hold NaN or infinite values")
+    if region > min(x.shape[2:]):
+        raise InvalidOptionError(f"region {region} is larger than the images ({x.shape[2]}x{x.shape[3]})")
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def _settings(setup: PerturbationSetup, curves: dict[str, np.ndarray], n: int) -> dict[str, Any]:
