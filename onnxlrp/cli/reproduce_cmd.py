@@ -22,11 +22,12 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="paper-figures", help="output folder (default paper-figures)")
     p.add_argument("--quick", action="store_true", help="fewer images (for tests; a few seconds)")
     p.add_argument("--seed", type=int, default=0, help="seed of the image choice (default 0)")
+    p.add_argument("--force", action="store_true", help="write into a folder that holds files already")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from onnxlrp.reproduce import reproduce
 
-    reproduce(args.out, quick=args.quick, seed=args.seed)
+    reproduce(args.out, quick=args.quick, seed=args.seed, force=args.force)
     return 0

@@ -25,7 +25,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from onnxlrp.errors import OutputExistsError
 from onnxlrp.explaining import load_model
+from onnxlrp.loading import output_folder
 from onnxlrp.reproduce.cifar import cifar_figures, pick_images
 from onnxlrp.reproduce.common import (
     CIFAR_MODELS,
@@ -49,11 +51,16 @@ def reproduce(
     quick: bool = False,
     seed: int = 0,
     log: Callable[[str], object] = print,
+    force: bool = False,
 ) -> list[Figure]:
-    """Write every figure and ``index.html`` into ``out``; returns the figures."""
+    """Write every figure and ``index.html`` into ``out``; returns the figures. A folder that holds
+    files already is refused unless ``force`` (its files are then replaced)."""
     start = time.time()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out)
+    if not force and any(out.iterdir()):
+        raise OutputExistsError(
+            f"{out}: the folder is not empty; pass --force (force=True) to replace its figures"
+        )
     st = Settings.make(quick, seed, log)
     rel = Relevance(st.batch_size)
     mnist = load_model(MNIST_STRONG), load_model(MNIST_WEAK)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import numpy as np
 from onnxlrp import augment as aug
 from onnxlrp.explaining import ModelHandle, describe_rule
 from onnxlrp.inputs import preprocess_all
+from onnxlrp.loading import write_json, writing
 from onnxlrp.reproduce.common import (
     AUTOMOBILE,
     CENTRE,
@@ -87,8 +87,8 @@ def cifar_figures(
         "object_neurons": objects,
         "background_neuron": background,
     }
-    (out / f"criterion_{model}.json").write_text(json.dumps(criterion, indent=1))
-    with open(out / f"criterion_{model}.csv", "w", newline="") as f:
+    write_json(out / f"criterion_{model}.json", criterion, force=True)  # reproduce checked the folder
+    with writing(out / f"criterion_{model}.csv", force=True) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["unit", "mean_class_relevance", "inside_share_mean", "inside_share_std"])
         for c in criterion["candidates"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from onnxlrp.loading import write_text
 from onnxlrp.reproduce.common import Settings
 
 
@@ -48,6 +49,4 @@ def write_index(out: Path, st: Settings, criteria: list[dict]) -> Path:
             )
         parts.append("</table>")
     parts.append("</body></html>")
-    path = out / "index.html"
-    path.write_text("\n".join(parts))
-    return path
+    return write_text(out / "index.html", "\n".join(parts), force=True)  # reproduce checked the folder
