@@ -14,6 +14,7 @@ source tree. This module needs only numpy, onnx and Pillow (no torch).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -47,7 +48,13 @@ def manifest() -> dict:
     path = zoo_dir() / "manifest.json"
     if not path.is_file():
         raise ZooError(f"the model zoo's manifest {path} does not exist")
-    return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, OSError) as error:
+        raise ZooError(f"the model zoo's manifest {path} is not readable JSON: {error}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+        raise ZooError(f'the model zoo\'s manifest {path} has no "models" table')
+    return data
 
 
 @dataclass
@@ -168,7 +175,7 @@ def names() -> list[str]:
 def _models() -> dict:
     """The manifest's models, or none when the zoo has no manifest."""
     path = zoo_dir() / "manifest.json"
-    return dict(json.loads(path.read_text())["models"]) if path.is_file() else {}
+    return dict(manifest()["models"]) if path.is_file() else {}
 
 
 def _entry(name: str) -> dict:
@@ -213,13 +220,22 @@ def resolve_model(path_or_name: str | os.PathLike) -> Path:
 
 
 def zoo_name(path: str | os.PathLike) -> str | None:
-    """The name of the zoo model whose file ``path`` is, or None."""
+    """The name of the zoo model whose file ``path`` is (the zoo's own file, or a copy of it: same
+    size and sha256 as the manifest says), or None."""
     path = Path(path)
     if not path.is_file():
         return None
-    for name, entry in _models().items():
+    models = _models()
+    for name, entry in models.items():
         if (zoo_dir() / entry["file"]).resolve() == path.resolve():
             return name
+    size = path.stat().st_size
+    digest = None
+    for name, entry in models.items():
+        if entry.get("bytes") == size and entry.get("sha256"):
+            digest = digest or hashlib.sha256(path.read_bytes()).hexdigest()
+            if digest == entry["sha256"]:
+                return name
     return None
 
 
