@@ -19,7 +19,9 @@ FLOAT = onnx.TensorProto.FLOAT
 
 def _as_float32(tensor: onnx.TensorProto) -> None:
     if tensor.data_type in OTHER_FLOATS:
-        tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name))
+        tensor.CopyFrom(
+            numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name)
+        )
 
 
 def _value_types(values) -> None:
@@ -42,9 +44,8 @@ def _graph_to_float32(graph: onnx.GraphProto) -> None:
             elif attribute.type == onnx.AttributeProto.GRAPHS:
                 for subgraph in attribute.graphs:
                     _graph_to_float32(subgraph)
-            elif attribute.name in ("to", "dtype") and attribute.type == onnx.AttributeProto.INT:
-                if attribute.i in OTHER_FLOATS:
-                    attribute.i = FLOAT
+            elif attribute.name in ("to", "dtype") and attribute.i in OTHER_FLOATS:
+                attribute.i = FLOAT  # Cast's target, a Random*/EyeLike output type
 
 
 def to_float32(model: onnx.ModelProto) -> onnx.ModelProto:
