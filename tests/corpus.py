@@ -41,7 +41,9 @@ def small_net_weights(seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-def small_net(dtype=np.float32, weights: dict[str, np.ndarray] | None = None, opset: int = 17) -> onnx.ModelProto:
+def small_net(
+    dtype=np.float32, weights: dict[str, np.ndarray] | None = None, opset: int = 17
+) -> onnx.ModelProto:
     """x [N, 1, 8, 8] -> Conv 3x3 (2 ch) -> Relu -> AveragePool 2 -> Flatten -> Gemm -> y [N, 3]."""
     weights = weights or small_net_weights()
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
@@ -53,7 +55,9 @@ def small_net(dtype=np.float32, weights: dict[str, np.ndarray] | None = None, op
         helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "w2", "b2"], ["y"], name="fc"),
     ]
-    return _model(nodes, [_value("x", ["N", *SHAPE], elem)], [_value("y", ["N", CLASSES], elem)], inits, opset)
+    return _model(
+        nodes, [_value("x", ["N", *SHAPE], elem)], [_value("y", ["N", CLASSES], elem)], inits, opset
+    )
 
 
 def pruned_net() -> onnx.ModelProto:
@@ -125,7 +129,9 @@ def if_outer_scope() -> onnx.ModelProto:
     index = next(i for i, n in enumerate(graph.node) if n.op_type == "AveragePool")
     graph.node.insert(
         index,
-        helper.make_node("If", ["cond"], ["branch"], name="if", then_branch=then_graph, else_branch=else_graph),
+        helper.make_node(
+            "If", ["cond"], ["branch"], name="if", then_branch=then_graph, else_branch=else_graph
+        ),
     )
     return model
 
@@ -179,7 +185,13 @@ def toolbox_mlp() -> str:
     rng = np.random.default_rng(2)
     w = rng.standard_normal((4, CLASSES))
     b = rng.standard_normal(CLASSES)
-    return "Linear 4 3\n" + " ".join(f"{v:.6f}" for v in w.ravel()) + "\n" + " ".join(f"{v:.6f}" for v in b) + "\n"
+    return (
+        "Linear 4 3\n"
+        + " ".join(f"{v:.6f}" for v in w.ravel())
+        + "\n"
+        + " ".join(f"{v:.6f}" for v in b)
+        + "\n"
+    )
 
 
 def files() -> dict[str, bytes]:
@@ -210,6 +222,7 @@ def files() -> dict[str, bytes]:
         "truncated.png": png[: len(png) // 2],
         "text.png": b"not an image\n",
         "x.npy": _npy(x),
+        "x4.npy": _npy(x.reshape(2, -1)[:, :4].copy()),
         "x_nan.npy": _npy(np.full((1, *SHAPE), np.nan, np.float32)),
         "x_wrong_shape.npy": _npy(np.zeros((2, 3, 5, 5), np.float32)),
         "x_2d.npy": _npy(np.zeros((2, 2), np.float32)),
