@@ -98,7 +98,9 @@ def implicit_inputs(node: onnx.NodeProto) -> set[str]:
         for graph in graphs:
             defined = {i.name for i in graph.input} | {i.name for i in graph.initializer}
             for inner in graph.node:
-                read.update(name for name in (*inner.input, *implicit_inputs(inner)) if name and name not in defined)
+                read.update(
+                    name for name in (*inner.input, *implicit_inputs(inner)) if name and name not in defined
+                )
                 defined.update(inner.output)
     return read
 
@@ -121,7 +123,9 @@ def data_input(model: onnx.ModelProto, name: str | None = None) -> onnx.ValueInf
     if name is not None:
         chosen = [inp for inp in floats if inp.name == name]
         if not chosen:
-            raise ModelLoadError(f"input '{name}' is not a float input of the model; its inputs are: {described}")
+            raise ModelLoadError(
+                f"input '{name}' is not a float input of the model; its inputs are: {described}"
+            )
         return chosen[0]
     if floats:
         return floats[0]

@@ -50,7 +50,11 @@ def regular_file(path: PathLike, what: str = "file") -> Path:
     if stat.S_ISDIR(mode):
         raise OnnxLrpError(f"{path}: is a directory, not a {what}")
     if not stat.S_ISREG(mode):
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file"
+        kind = "a special file"
+        if stat.S_ISFIFO(mode):
+            kind = "a FIFO"
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            kind = "a device"
         raise OnnxLrpError(f"{path}: is {kind}, not a regular {what}")
     return path
 
@@ -169,7 +173,9 @@ def ensure_writable(path: PathLike, force: bool = False, inputs: Iterable[PathLi
     path = Path(path)
     for source in inputs:
         if _same_file(path, Path(source)):
-            raise OutputExistsError(f"{path}: the output would replace the input {source}; choose another output")
+            raise OutputExistsError(
+                f"{path}: the output would replace the input {source}; choose another output"
+            )
     if path.is_dir():
         raise OutputExistsError(f"{path}: is a directory; give a file name for the output")
     if path.exists() and not path.is_file():
@@ -194,18 +200,20 @@ def output_folder(folder: PathLike) -> Path:
     return folder
 
 
-def claim_outputs(paths: Iterable[PathLike], force: bool = False, inputs: Iterable[PathLike] = ()) -> list[Path]:
+def claim_outputs(
+    paths: Iterable[PathLike], force: bool = False, inputs: Iterable[PathLike] = ()
+) -> list[Path]:
     """`ensure_writable` for every file a command will write, all checked before it starts."""
-    inputs = list(inputs)
-    paths = [Path(p) for p in paths]
+    sources = list(inputs)
+    claimed = [Path(p) for p in paths]
     seen: set[Path] = set()
-    for path in paths:
-        ensure_writable(path, force, inputs)
+    for path in claimed:
+        ensure_writable(path, force, sources)
         key = path.resolve()
         if key in seen:
             raise OutputExistsError(f"{path}: two outputs would have this name")
         seen.add(key)
-    return paths
+    return claimed
 
 
 def _umask() -> int:

@@ -332,12 +332,16 @@ def box_bounds(low: object, high: object) -> tuple[np.ndarray, np.ndarray]:
         bounds = [np.asarray(v, np.float64) for v in (low, high)]
         np.broadcast_shapes(bounds[0].shape, bounds[1].shape)
     except (TypeError, ValueError):
-        raise RuleError(f"the box bounds must be numbers or broadcastable arrays, got {low!r}, {high!r}") from None
+        raise RuleError(
+            f"the box bounds must be numbers or broadcastable arrays, got {low!r}, {high!r}"
+        ) from None
     for name, value in zip(("low", "high"), bounds, strict=True):
         if not np.isfinite(value).all():
             raise RuleError(f"{name} must be finite, got {value.tolist()}")
     if not np.all(bounds[0] < bounds[1]):
-        raise RuleError(f"the box rule needs low < high, got low {bounds[0].tolist()}, high {bounds[1].tolist()}")
+        raise RuleError(
+            f"the box rule needs low < high, got low {bounds[0].tolist()}, high {bounds[1].tolist()}"
+        )
     return bounds[0].astype(np.float32), bounds[1].astype(np.float32)
 
 
@@ -525,7 +529,9 @@ def parse_rule(spec: str) -> Rule:
     try:
         values = [float(v) for v in args.split(",")] if args else []
     except ValueError:
-        raise RuleError(f"rule spec '{spec}': parameters must be numbers, e.g. epsilon:0.25 or alphabeta:2,1") from None
+        raise RuleError(
+            f"rule spec '{spec}': parameters must be numbers, e.g. epsilon:0.25 or alphabeta:2,1"
+        ) from None
     key = name.lower()
     arity: dict[type[Rule], tuple[str, ...]] = {
         Epsilon: ("epsilon",),
