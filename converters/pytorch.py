@@ -12,12 +12,15 @@ and ``ir_version`` is set to 10 so that onnxruntime >= 1.20 reads the file.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
+
+from onnxlrp.loading import save_model
 
 IR_VERSION = 10
 
@@ -70,11 +73,12 @@ def export_module(
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
     example_input = example_input.detach().to(torch.float32).cpu()
+    exported = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(
             module,
             (example_input,),
-            str(path),
+            exported,
             input_names=[input_name],
             output_names=[output_name],
             dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
@@ -83,11 +87,11 @@ def export_module(
             training=torch.onnx.TrainingMode.EVAL,
             dynamo=False,
         )
-    model = strip_identity(onnx.load(str(path)))
+    model = strip_identity(onnx.load_from_string(exported.getvalue()))
     model.ir_version = IR_VERSION
     model.producer_name = "onnxlrp-zoo (torch " + torch.__version__.split("+")[0] + ")"
     onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    save_model(model, path, force=True)  # atomically: a failed export never leaves half a file
 
     generator = torch.Generator().manual_seed(seed)
     shape = (check_batch, *example_input.shape[1:])
