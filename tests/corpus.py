@@ -242,6 +242,8 @@ def write_corpus(folder: str | os.PathLike) -> Path:
     for name, data in files().items():
         (folder / name).write_bytes(data)
     (folder / "folder.onnx").mkdir()
+    (folder / "datasets").mkdir()
+    (folder / "datasets" / "mnist.npz").write_bytes(b"PK\x03\x04 not a zip archive")
     (folder / "results").mkdir()
     os.mkfifo(folder / "fifo.onnx")
     os.mkfifo(folder / "fifo.png")

@@ -377,6 +377,11 @@ REFUSED += [
     ("evaluate npy text", ["evaluate", "good.onnx", "x_text.npy", "--out", "results"], ("x_text.npy",)),
     ("evaluate unknown data", ["evaluate", "good.onnx", "nope", "--out", "results"], ("nope",)),
     (
+        "evaluate malformed data set file",
+        ["evaluate", "mnist-lenet5", "mnist", "--datasets", "datasets", "--out", "results"],
+        ("mnist.npz",),
+    ),
+    (
         "evaluate --out is a file",
         ["evaluate", "good.onnx", "x.npy", "--out", "precious.txt"],
         ("precious.txt",),
