@@ -94,7 +94,7 @@ def free_batch_dimension(model: onnx.ModelProto, input_name: str) -> None:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             constants[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
     rewritten: set[str] = set()
-    for node in _batch_led_reshapes(graph, float_inputs[0].name, constants, batch):
+    for node in _batch_led_reshapes(graph, input_name, constants, batch):
         target = constants[node.input[1]]
         if any(a.name == "allowzero" and a.i for a in node.attribute):
             if np.any(target == 0):
