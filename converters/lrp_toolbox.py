@@ -220,7 +220,7 @@ def load_toolbox_model(path: str | os.PathLike) -> list[ToolboxLayer]:
     Python toolbox's .nn files are pickles and are refused: unpickling runs arbitrary code."""
     path = Path(path)
     try:
-        data = read_bytes(path, "toolbox model file")
+        data = read_bytes(path, "a toolbox model file")
     except OnnxLrpError as error:
         raise ToolboxFormatError(str(error)) from None
     if path.suffix.lower() in PICKLE_SUFFIXES or data[:1] == b"\x80":

@@ -89,7 +89,7 @@ def raw_test_split(name: str, datasets_dir: Path | None = None) -> tuple[np.ndar
             f"data set {name!r} needs {path}, which does not exist; set ONNXLRP_DATASETS to the folder "
             "holding mnist.npz / cifar10_jpeg.npz, or pass a .npy of preprocessed inputs [N, C, H, W]"
         )
-    regular_file(path, "data set file")
+    regular_file(path, "a data set file")
     try:
         if name == "cifar10":
             cifar = CifarJpeg(path)

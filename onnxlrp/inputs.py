@@ -53,7 +53,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     (16-bit PNGs) are scaled to 8 bits (v / 257), not clipped; float images in [0, 1] are scaled by 255."""
     from PIL import Image
 
-    path = regular_file(path, "image")
+    path = regular_file(path, "an image")
     try:
         with Image.open(path) as im:
             im.load()
@@ -107,7 +107,7 @@ def read_npy_batch(path: str | os.PathLike, input_shape: Sequence[int] = ()) -> 
     """A .npy batch [N, ...] (or one input, without N) of finite numbers, N >= 1, whose per-input
     sizes match ``input_shape`` (the model input's, -1 where free; default images [N, C, H, W]);
     never unpickles."""
-    path = regular_file(path, ".npy file")
+    path = regular_file(path, "a .npy file")
     try:
         x = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
@@ -122,9 +122,11 @@ def read_npy_batch(path: str | os.PathLike, input_shape: Sequence[int] = ()) -> 
         raise InputError(f"{path}: expected [N, {expected}] or [{expected}], got shape {list(x.shape)}")
     if x.shape[0] == 0:
         raise InputError(f"{path}: holds no inputs (batch 0)")
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = x.astype(np.float32)
     if not np.isfinite(x).all():
-        raise InputError(f"{path}: holds NaN or infinite values")
-    return x.astype(np.float32)
+        raise InputError(f"{path}: holds NaN or infinite values (or values beyond float32's range)")
+    return x
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -165,7 +167,7 @@ def load_inputs(
     if not files:
         raise InputError("no input files given")
     for path in files:
-        regular_file(path, "input file")
+        regular_file(path, "an input file")
     npys = [p for p in files if p.suffix.lower() == ".npy"]
     if npys:
         if len(npys) != len(files):

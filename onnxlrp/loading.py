@@ -37,29 +37,32 @@ UNCOUNTED_TYPES = {
 }
 
 
-def regular_file(path: PathLike, what: str = "file") -> Path:
-    """``path`` if it is an existing regular file (symlinks followed); else an error naming it.
-    Checked before reading, so that a FIFO never blocks and /dev/zero is never read."""
+def regular_file(path: PathLike, what: str = "a file") -> Path:
+    """``path`` if it is an existing regular file (symlinks followed); else an error naming it and
+    ``what`` was expected there. Checked before reading, so that a FIFO never blocks and /dev/zero is
+    never read."""
     path = Path(path)
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        raise OnnxLrpError(f"{path}: no such {what}") from None
+        raise OnnxLrpError(f"{path}: no such file") from None
     except OSError as error:
         raise OnnxLrpError(f"{path}: cannot be read: {error.strerror}") from None
+    kind = None
     if stat.S_ISDIR(mode):
-        raise OnnxLrpError(f"{path}: is a directory, not a {what}")
-    if not stat.S_ISREG(mode):
+        kind = "a directory"
+    elif stat.S_ISFIFO(mode):
+        kind = "a FIFO"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    elif not stat.S_ISREG(mode):
         kind = "a special file"
-        if stat.S_ISFIFO(mode):
-            kind = "a FIFO"
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            kind = "a device"
-        raise OnnxLrpError(f"{path}: is {kind}, not a regular {what}")
+    if kind is not None:
+        raise OnnxLrpError(f"{path}: is {kind}, not {what}")
     return path
 
 
-def read_bytes(path: PathLike, what: str = "file") -> bytes:
+def read_bytes(path: PathLike, what: str = "a file") -> bytes:
     """The content of a regular file (see `regular_file`), with an error naming the file."""
     path = regular_file(path, what)
     try:
@@ -78,8 +81,10 @@ def load_model(model: ModelLike, external_data: bool = True) -> onnx.ModelProto:
         proto = _parse(model, "<bytes>")
         check_model(proto, "<bytes>")
         return proto
+    if not isinstance(model, str | os.PathLike):
+        raise ModelLoadError(f"a model is a path, bytes or an onnx.ModelProto, not {type(model).__name__}")
     try:
-        path = regular_file(model, "ONNX file")
+        path = regular_file(model, "an ONNX file")
     except OnnxLrpError as error:
         raise ModelLoadError(str(error)) from None
     proto = _parse(read_bytes(path), str(path))

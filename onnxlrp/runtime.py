@@ -61,9 +61,13 @@ def checked_array(value: Any, arg: ort.NodeArg, what: str) -> np.ndarray:
         )
     if array.ndim and array.shape[0] == 0:
         raise InvalidOptionError(f"{what}: the batch is empty (shape {list(array.shape)})")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise InvalidOptionError(f"{what}: holds NaN or infinite values")
-    return np.ascontiguousarray(array, dtype=NUMPY_TYPES.get(arg.type, np.float32))
+    with np.errstate(over="ignore", invalid="ignore"):
+        fed: np.ndarray = np.ascontiguousarray(array, dtype=NUMPY_TYPES.get(arg.type, np.float32))
+    if fed.dtype.kind == "f" and not np.isfinite(fed).all():
+        raise InvalidOptionError(
+            f"{what}: holds NaN or infinite values (or values beyond {fed.dtype}'s range)"
+        )
+    return fed
 
 
 def checked_target(target: Any, n: int, classes: int | None) -> np.ndarray:

@@ -224,6 +224,7 @@ def files() -> dict[str, bytes]:
         "x.npy": _npy(x),
         "x4.npy": _npy(x.reshape(2, -1)[:, :4].copy()),
         "x_nan.npy": _npy(np.full((1, *SHAPE), np.nan, np.float32)),
+        "x_huge.npy": _npy(np.full((1, *SHAPE), 1e300)),  # finite float64, infinite as float32
         "x_wrong_shape.npy": _npy(np.zeros((2, 3, 5, 5), np.float32)),
         "x_2d.npy": _npy(np.zeros((2, 2), np.float32)),
         "x_batch0.npy": _npy(np.zeros((0, *SHAPE), np.float32)),

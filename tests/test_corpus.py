@@ -197,6 +197,11 @@ REFUSED += [
     ),
     ("explain npy text", ["explain", "good.onnx", "x_text.npy", "--out", "results"], ("x_text.npy",)),
     ("explain npy nan", ["explain", "good.onnx", "x_nan.npy", "--out", "results"], ("x_nan.npy",)),
+    (
+        "explain npy beyond float32",
+        ["explain", "good.onnx", "x_huge.npy", "--out", "results"],
+        ("x_huge.npy",),
+    ),
     # explain: options
     (
         "explain --target == classes",
@@ -614,6 +619,14 @@ def test_debug_shows_the_traceback(corpus):
 
 
 # ----------------------------------------------------------------------------- the Python API
+@pytest.mark.parametrize("model", [None, 123, [1, 2], "", "nope.onnx"])
+def test_api_refuses_things_that_are_not_models(corpus, model):
+    with pytest.raises(onnxlrp.OnnxLrpError):
+        onnxlrp.compile(model)
+    with pytest.raises(onnxlrp.OnnxLrpError):
+        onnxlrp.RelevanceSession(model)
+
+
 API_BAD_OPTIONS = [
     {"rule": "epsilon", "epsilon": 0.0},
     {"rule": "epsilon", "epsilon": float("nan")},
@@ -697,9 +710,10 @@ def test_api_run_refuses_out_of_range_targets(session, target):
         np.zeros((0, *SHAPE), np.float32),
         np.zeros(SHAPE, np.float32),
         np.full((1, *SHAPE), np.nan, np.float32),
+        np.full((1, *SHAPE), 1e300),
         np.array([{"a": 1}], dtype=object),
     ],
-    ids=["channels", "batch0", "no-batch", "nan", "object"],
+    ids=["channels", "batch0", "no-batch", "nan", "beyond-float32", "object"],
 )
 def test_api_run_refuses_bad_inputs(session, x):
     with pytest.raises(onnxlrp.OnnxLrpError):
