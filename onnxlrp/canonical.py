@@ -57,6 +57,15 @@ def canonicalize(
     return copy
 
 
+def float32_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` at IR >= 4 in float32: the forward model that the relevance graph computes,
+    for running it beside the relevance graph on the same float32 inputs."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    initializers_as_inputs(copy)
+    return to_float32(copy)
+
+
 def initializers_as_inputs(model: onnx.ModelProto) -> None:
     """IR versions before 4 list every initializer as a graph input too (opset 7/9 exporters): the
     input is dropped (an initializer is a constant since IR 4) and the IR version raised to 4."""

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxlrp.canonical import float32_copy
 from onnxlrp.errors import ModelLoadError, OnnxLrpError
 from onnxlrp.loading import ModelLike
 from onnxlrp.loading import load_model as load_proto
@@ -97,8 +98,7 @@ def logit_model(model: ModelLike, output: str | None = None) -> onnx.ModelProto:
     from onnxlrp.analysis import explained_tensor
     from onnxlrp.graph import analyse
 
-    proto = onnx.ModelProto()
-    proto.CopyFrom(load_proto(model))
+    proto = float32_copy(load_proto(model))
     graph = proto.graph
     names = [o.name for o in graph.output]
     if output is not None and output not in names:
@@ -235,8 +235,7 @@ def tensor_shapes(handle: ModelHandle, x: np.ndarray, names: Sequence[str]) -> d
     """Per-sample shapes of intermediate tensors, by running the forward model with them as outputs."""
     import onnxruntime as ort
 
-    model = onnx.ModelProto()
-    model.CopyFrom(handle.model)
+    model = float32_copy(handle.model)
     produced = {o for node in model.graph.node for o in node.output}
     existing = {o.name for o in model.graph.output}
     for name in names:

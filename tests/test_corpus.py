@@ -516,6 +516,8 @@ def _relevance_files(folder: Path) -> dict[str, np.ndarray]:
         ("good.onnx", ["--rule", "epsilon", "--epsilon", "1e-9"]),
         ("good.onnx", ["--layer", "r", "--max-channels", "1", "--target", "2"]),
         ("good.onnx", ["--target", "-1"]),
+        ("fp16.onnx", ["--neuron", "r:0", "--layer", "r"]),
+        ("ir3.onnx", ["--neuron", "r:1"]),
     ],
 )
 def test_cli_explains_finitely(corpus, capsys, model, extra):
@@ -527,6 +529,15 @@ def test_cli_explains_finitely(corpus, capsys, model, extra):
     assert arrays and all(np.isfinite(a).all() for a in arrays.values())
     summary = json.loads((corpus / "results" / "explain.json").read_text())  # strict JSON: no NaN
     json.dumps(summary, allow_nan=False)
+
+
+@pytest.mark.parametrize("model", ["ir3.onnx", "fp16.onnx", "fp64.onnx"])
+def test_cli_evaluates_unusual_models(corpus, capsys, model):
+    args = ["evaluate", model, "x.npy", "--out", "results", "--rule", "epsilon", "--steps", "2"]
+    outcome = run_cli([*args, "--no-progress"], capsys)
+    assert outcome.rc == 0, outcome.err
+    aopc = json.loads((corpus / "results" / "aopc.json").read_text())["aopc"]
+    assert all(np.isfinite(row["aopc"]) for row in aopc)
 
 
 def test_cli_compile_writes_with_the_umask_mode(corpus, capsys):
