@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,14 +56,20 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     path = regular_file(path, "an image")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that: refuse those too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             im.load()
             if im.mode.startswith("I") or im.mode == "F":
                 return _grey_to_uint8(np.asarray(im), im.mode)
             if im.mode in ("1", "L", "LA"):
                 return np.asarray(im.convert("L"))
             return np.asarray(im.convert("RGB"))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise InputError(f"{path}: too many pixels to decode safely ({error})") from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise InputError(f"{path}: not a readable image ({error})") from None
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +176,17 @@ def png16_of(image8: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height grey pixels, with no pixel data (a decompression
+    bomb's first bytes: nothing is allocated unless a reader believes the header)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
 def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=True)
@@ -221,6 +234,8 @@ def files() -> dict[str, bytes]:
         "empty.png": b"",
         "truncated.png": png[: len(png) // 2],
         "text.png": b"not an image\n",
+        "bomb.png": png_header_only(10000, 10000),  # Pillow only warns at this size
+        "bigger_bomb.png": png_header_only(30000, 30000),
         "x.npy": _npy(x),
         "x4.npy": _npy(x.reshape(2, -1)[:, :4].copy()),
         "x_nan.npy": _npy(np.full((1, *SHAPE), np.nan, np.float32)),

@@ -181,6 +181,8 @@ REFUSED += [
         ("truncated.png",),
     ),
     ("explain text named png", ["explain", "good.onnx", "text.png", "--out", "results"], ("text.png",)),
+    ("explain bomb png", ["explain", "good.onnx", "bomb.png", "--out", "results"], ("bomb.png", "pixels")),
+    ("explain bigger bomb png", ["explain", "good.onnx", "bigger_bomb.png", "--out", "results"], ("pixels",)),
     ("explain missing image", ["explain", "good.onnx", "nope.png", "--out", "results"], ("nope.png",)),
     ("explain folder as image", ["explain", "good.onnx", "results", "--out", "results"], ("results",)),
     (
