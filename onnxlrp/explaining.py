@@ -19,6 +19,7 @@ import onnx
 
 from onnxlrp.canonical import float32_copy
 from onnxlrp.errors import ModelLoadError, OnnxLrpError
+from onnxlrp.graph import check_size
 from onnxlrp.loading import ModelLike
 from onnxlrp.loading import load_model as load_proto
 from onnxlrp.runtime import RelevanceSession
@@ -81,6 +82,9 @@ def load_model(spec: str | os.PathLike) -> ModelHandle:
     dims = tuple(
         d.dim_value if d.HasField("dim_value") else -1 for d in graph_inputs[0].type.tensor_type.shape.dim
     )
+    check_size(
+        f"{spec}: input '{graph_inputs[0].name}'", [max(d, 1) for d in dims], 4
+    )  # before preprocessing
     handle = ModelHandle(
         model=model, name=name, zoo=zoo_model, output=model.graph.output[0].name, input_shape=dims
     )

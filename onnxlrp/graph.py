@@ -151,6 +151,7 @@ def _probe_feed(model: onnx.ModelProto, rng: np.random.Generator) -> dict[str, n
                     "dimension may be dynamic. Fix the other dimensions in the model first."
                 )
         dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        check_size(f"input '{inp.name}'", dims, np.dtype(dtype).itemsize)
         if tensor_type.elem_type in FLOAT_TYPES:
             feed[inp.name] = rng.standard_normal(dims, dtype=np.float32).astype(dtype)
         else:
@@ -158,9 +159,19 @@ def _probe_feed(model: onnx.ModelProto, rng: np.random.Generator) -> dict[str, n
     return feed
 
 
-def check_probe_sizes(model: onnx.ModelProto, inferred: onnx.ModelProto, limit: int = PROBE_LIMIT) -> None:
+def check_size(what: str, dims: list[int], itemsize: int, limit: int = PROBE_LIMIT) -> None:
+    """Refuse a tensor of ``dims`` (at batch size 1) that needs more than ``limit`` bytes, naming it."""
+    size = math.prod(dims) * itemsize
+    if size > limit:
+        raise ResourceLimitError(
+            f"{what} would hold {'x'.join(map(str, dims))} values = {size / 2**30:.1f} GiB at batch size 1, "
+            f"over onnxlrp's limit of {limit / 2**30:.1f} GiB for one tensor"
+        )
+
+
+def check_probe_sizes(model: onnx.ModelProto, inferred: onnx.ModelProto) -> None:
     """Refuse, before the probe run, a tensor whose inferred static shape (at batch size 1) needs
-    more than ``limit`` bytes: a few hundred bytes of Expand or ConstantOfShape can ask for GBs."""
+    more than PROBE_LIMIT bytes: a few hundred bytes of Expand or ConstantOfShape can ask for GBs."""
     producer = {name: node for node in model.graph.node for name in node.output}
     for value in inferred.graph.value_info:
         tensor_type = value.type.tensor_type
@@ -171,14 +182,8 @@ def check_probe_sizes(model: onnx.ModelProto, inferred: onnx.ModelProto, limit: 
             itemsize = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).itemsize
         except Exception:
             itemsize = 1
-        size = math.prod(dims) * itemsize
-        if size > limit:
-            node = producer[value.name]
-            raise ResourceLimitError(
-                f"tensor '{value.name}' (output of node '{node.name}', {node.op_type}) would hold "
-                f"{'x'.join(map(str, dims))} values = {size / 2**30:.1f} GiB, over the compiler's "
-                f"limit of {limit / 2**30:.1f} GiB for one tensor of its probe run"
-            )
+        node = producer[value.name]
+        check_size(f"tensor '{value.name}' (output of node '{node.name}', {node.op_type})", dims, itemsize)
 
 
 def analyse(model: onnx.ModelProto, input_name: str | None = None) -> GraphInfo:
@@ -225,13 +230,11 @@ def analyse(model: onnx.ModelProto, input_name: str | None = None) -> GraphInfo:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
+    feed = _probe_feed(model, np.random.default_rng(0))  # refuses symbolic or huge inputs
     try:
         session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        feed = _probe_feed(model, np.random.default_rng(0))
         names = [out.name for out in session.get_outputs()]
         values = session.run(names, {**feed, **weights})
-    except UnsupportedModelError:
-        raise
     except Exception as error:
         raise ModelLoadError(f"onnxruntime cannot run the model: {error}") from None
     for name, value in zip(names, values, strict=True):

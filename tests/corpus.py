@@ -154,6 +154,15 @@ def huge_expand() -> onnx.ModelProto:
     return _model(nodes, [_value("x", ["N", 4])], [_value("y", ["N", CLASSES])], inits)
 
 
+def huge_input() -> onnx.ModelProto:
+    """An input declared [N, 3, 100000, 100000]: 112 GiB at batch size 1."""
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["y"], name="flatten"),
+    ]
+    return _model(nodes, [_value("x", ["N", 3, 100000, 100000])], [_value("y", ["N", 3])])
+
+
 def _png(array: np.ndarray, mode: str | None = None) -> bytes:
     from PIL import Image
 
@@ -223,6 +232,7 @@ def files() -> dict[str, bytes]:
         "duplicate.onnx": duplicate_initializer().SerializeToString(),
         "if_outer.onnx": if_outer_scope().SerializeToString(),
         "huge_expand.onnx": huge_expand().SerializeToString(),
+        "huge_input.onnx": huge_input().SerializeToString(),
         "ir3.onnx": ir3_net().SerializeToString(),
         "fp16.onnx": small_net(np.float16).SerializeToString(),
         "fp64.onnx": small_net(np.float64).SerializeToString(),

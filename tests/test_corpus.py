@@ -90,6 +90,7 @@ BAD_MODELS = {
     "duplicate.onnx": "w2",
     "if_outer.onnx": "if",
     "huge_expand.onnx": "huge",
+    "huge_input.onnx": "GiB",
     "folder.onnx": "folder.onnx",
     "missing.onnx": "missing.onnx",
 }
@@ -117,7 +118,7 @@ PARAMETERS = [
 
 REFUSED: list[tuple[str, list[str], tuple[str, ...]]] = []
 for _name, _word in BAD_MODELS.items():
-    _data = "x4.npy" if _name == "huge_expand.onnx" else "x.npy"  # inputs that fit the model
+    _data = {"huge_expand.onnx": "x4.npy", "huge_input.onnx": "digit.png"}.get(_name, "x.npy")
     if _name != "if_outer.onnx":  # inspect reports unsupported nodes (exit 1), see below
         REFUSED.append((f"inspect {_name}", ["inspect", _name], (_word,)))
     REFUSED += [
