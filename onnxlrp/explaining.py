@@ -50,11 +50,13 @@ class ModelHandle:
     name: str
     zoo: ZooModel | None = None
     output: str = ""
-    input_shape: tuple[int, ...] = ()
+    input_shape: tuple[int, ...] = ()  # the explained input's (-1: free)
     classes: list[str] = field(default_factory=list)
     low: Any = None
     high: Any = None
     _logits: LogitSession | None = field(default=None, repr=False, compare=False)
+    input_name: str = ""  # the explained input
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # every model input's
 
     def class_name(self, k: int) -> str:
         """``k``, with its class name when the zoo knows one that differs from the number."""
@@ -70,23 +72,33 @@ class ModelHandle:
         return self._logits.run(x, batch_size)
 
 
-def load_model(spec: str | os.PathLike) -> ModelHandle:
-    """A zoo name or an .onnx path -> ModelHandle (the zoo's entry also for a zoo model's own file)."""
+def load_model(spec: str | os.PathLike, input_name: str | None = None) -> ModelHandle:
+    """A zoo name or an .onnx path -> ModelHandle (the zoo's entry also for a zoo model's own file);
+    ``input_name``: the input to explain (default: the first)."""
     path, zoo_model = locate(spec)
     model = zoo_model.model if zoo_model is not None else load_proto(path)
     name = os.fspath(spec) if zoo_model is not None and not Path(spec).exists() else path.stem
     initializers = {t.name for t in model.graph.initializer}
-    graph_inputs = [i for i in model.graph.input if i.name not in initializers]
-    if not graph_inputs:
+    shapes = {
+        i.name: tuple(d.dim_value if d.HasField("dim_value") else -1 for d in i.type.tensor_type.shape.dim)
+        for i in model.graph.input
+        if i.name not in initializers
+    }
+    if not shapes:
         raise ModelLoadError(f"{spec}: the model has no input")
-    dims = tuple(
-        d.dim_value if d.HasField("dim_value") else -1 for d in graph_inputs[0].type.tensor_type.shape.dim
-    )
-    check_size(
-        f"{spec}: input '{graph_inputs[0].name}'", [max(d, 1) for d in dims], 4
-    )  # before preprocessing
+    explained = input_name or next(iter(shapes))
+    if explained not in shapes:
+        raise ModelLoadError(f"{spec}: the model has no input '{explained}'; its inputs: {', '.join(shapes)}")
+    dims = shapes[explained]
+    check_size(f"{spec}: input '{explained}'", [max(d, 1) for d in dims], 4)  # before preprocessing
     handle = ModelHandle(
-        model=model, name=name, zoo=zoo_model, output=model.graph.output[0].name, input_shape=dims
+        model=model,
+        name=name,
+        zoo=zoo_model,
+        output=model.graph.output[0].name,
+        input_shape=dims,
+        input_name=explained,
+        input_shapes=shapes,
     )
     if zoo_model is not None:
         handle.classes = [str(c) for c in zoo_model.classes]

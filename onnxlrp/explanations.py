@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,8 +121,13 @@ def write_explanations(
     rule_text = describe_rule(compile_kwargs)
     n = inputs.x.shape[0]
     target = None if options.target is None else np.full(n, options.target, dtype=np.int64)
+    if inputs.extra and (options.neurons or options.concepts):
+        raise InvalidOptionError(
+            "--neuron and --concepts need a model with one input (this one takes several)"
+        )
     session = compile_session(handle, compile_kwargs, expose=options.layers)
-    result = run_batched(session.run, inputs.x, batch_size=options.batch_size, target=target)
+    run, others = _feeding(session, inputs.extra)
+    result = run_batched(run, inputs.x, batch_size=options.batch_size, target=target, **others)
     logits = np.asarray(result[handle.output]).reshape(n, -1)
     predicted = logits.argmax(axis=1)
     targets = predicted if target is None else target
@@ -207,6 +212,22 @@ def _write_concepts(
         options.atlas,
     )
     return [f"{stem}.png", f"{stem}.npy", f"{stem}.json"]
+
+
+def _feeding(
+    session: RelevanceSession, extra: Mapping[str, np.ndarray]
+) -> tuple[Callable[..., dict], dict[str, Any]]:
+    """(a run function taking the explained input as ``x`` and the model's other inputs ``extra`` as
+    keywords ``input0``, ``input1``, ... (cut into chunks by run_batched with x), those keywords)."""
+    if not extra:
+        return session.run, {}
+    names = {f"input{i}": name for i, name in enumerate(extra)}
+
+    def run(x: np.ndarray, target: np.ndarray | None = None, **others: np.ndarray) -> dict:
+        fed = {names[key]: value for key, value in others.items()}
+        return session.run({session.input_name: x, **fed}, target=target)
+
+    return run, {key: extra[name] for key, name in names.items()}
 
 
 def _neuron_stem(tensor: str, index: tuple[int, ...]) -> str:

@@ -42,8 +42,11 @@ def _pyplot():
 
 
 def channel_sum(relevance: np.ndarray) -> np.ndarray:
-    """[C, H, W] (or [H, W]) relevance -> [H, W] heatmap, summed over channels."""
+    """[C, H, W] (or [H, W]) relevance -> [H, W] heatmap, summed over channels; a vector of
+    features [F] becomes a [1, F] strip."""
     relevance = np.asarray(relevance, dtype=np.float64)
+    if relevance.ndim == 1:
+        return relevance[None]
     if relevance.ndim == 2:
         return relevance
     if relevance.ndim == 3:
@@ -111,7 +114,8 @@ def save_heatmap_png(
 
 
 def display_image(x: np.ndarray, low=None, high=None) -> np.ndarray:
-    """A model input [C, H, W] -> an image for display: [H, W, 3] or [H, W] floats in [0, 1].
+    """A model input [C, H, W] (or [F], shown as a [1, F] row) -> an image for display: [H, W, 3] or
+    [H, W] floats in [0, 1].
 
     With ``low``/``high`` (the input's value bounds, scalars or per channel) the map is
     (x - low) / (high - low); without them, a min-max stretch of the whole image.
@@ -119,6 +123,8 @@ def display_image(x: np.ndarray, low=None, high=None) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 4 and x.shape[0] == 1:
         x = x[0]
+    if x.ndim == 1:  # a vector of features: one row
+        x = x[None]
     if x.ndim == 2:
         x = x[None]
     if low is not None and high is not None:

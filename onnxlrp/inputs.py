@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = [
     "preprocess",
     "read_image",
     "read_npy_batch",
+    "read_npz_inputs",
 ]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -47,6 +49,7 @@ class Inputs:
     names: list[str]
     raw: list[np.ndarray | None]  # uint8 images before preprocessing (None for .npy inputs)
     files: list[Path] = field(default_factory=list)  # the files read (never to be written)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # the model's other inputs, by name
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -119,21 +122,56 @@ def read_npy_batch(path: str | os.PathLike, input_shape: Sequence[int] = ()) -> 
         x = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
         raise InputError(f"{path}: not a readable .npy file of numbers ({error})") from None
-    if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
-        raise InputError(f"{path}: holds {getattr(x, 'dtype', type(x).__name__)}, not numbers")
+    if not isinstance(x, np.ndarray):
+        raise InputError(f"{path}: holds {type(x).__name__}, not one array")
+    return checked_batch(x, str(path), input_shape).astype(np.float32)
+
+
+def checked_batch(x: np.ndarray, where: str, input_shape: Sequence[int] = ()) -> np.ndarray:
+    """``x`` as a batch [N, ...] (a leading axis added to one input) of N >= 1 finite numbers whose
+    per-input sizes match ``input_shape`` (-1 where free; default images [C, H, W]); else an error
+    naming ``where``."""
+    if x.dtype.kind not in "biuf":
+        raise InputError(f"{where}: holds {x.dtype}, not numbers")
     wanted = list(input_shape)[1:] or [-1, -1, -1]  # unknown: images [C, H, W]
     if x.ndim == len(wanted):
         x = x[None]
     if x.ndim != len(wanted) + 1 or any(w > 0 and w != h for w, h in zip(wanted, x.shape[1:], strict=True)):
         expected = ", ".join(str(w) if w > 0 else "?" for w in wanted) if input_shape else "C, H, W"
-        raise InputError(f"{path}: expected [N, {expected}] or [{expected}], got shape {list(x.shape)}")
+        raise InputError(f"{where}: expected [N, {expected}] or [{expected}], got shape {list(x.shape)}")
     if x.shape[0] == 0:
-        raise InputError(f"{path}: holds no inputs (batch 0)")
-    with np.errstate(over="ignore", invalid="ignore"):
-        x = x.astype(np.float32)
-    if not np.isfinite(x).all():
-        raise InputError(f"{path}: holds NaN or infinite values (or values beyond float32's range)")
+        raise InputError(f"{where}: holds no inputs (batch 0)")
+    if x.dtype.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = np.isfinite(x.astype(np.float32)).all()
+        if not finite:
+            raise InputError(f"{where}: holds NaN or infinite values (or values beyond float32's range)")
     return x
+
+
+def read_npz_inputs(path: str | os.PathLike, handle: ModelHandle) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(the explained input, the model's other inputs by name) from a .npz of arrays named like the
+    model's inputs, each a batch of the same size; never unpickles."""
+    path = regular_file(path, "a .npz file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (ValueError, OSError, EOFError, AttributeError, zipfile.BadZipFile) as error:
+        raise InputError(f"{path}: not a readable .npz file of arrays ({error})") from None
+    shapes = handle.input_shapes
+    unknown = sorted(set(arrays) - set(shapes))
+    missing = sorted(set(shapes) - set(arrays))
+    if unknown or missing:
+        raise InputError(
+            f"{path}: holds {', '.join(sorted(arrays)) or 'nothing'}; the model's inputs are "
+            f"{', '.join(shapes)}" + (f" (missing: {', '.join(missing)})" if missing else "")
+        )
+    batches = {name: checked_batch(a, f"{path}[{name}]", shapes[name]) for name, a in arrays.items()}
+    if len({len(b) for b in batches.values()}) > 1:
+        sizes = ", ".join(f"{name}: {len(b)}" for name, b in batches.items())
+        raise InputError(f"{path}: the arrays hold different numbers of inputs ({sizes})")
+    x = batches.pop(handle.input_name).astype(np.float32)
+    return x, batches
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -175,6 +213,17 @@ def load_inputs(
         raise InputError("no input files given")
     for path in files:
         regular_file(path, "an input file")
+    if any(p.suffix.lower() == ".npz" for p in files):
+        if len(files) != 1 or handle is None or augmentations:
+            raise InputError("a .npz of model inputs comes alone, with a model and without --augment")
+        x, extra = read_npz_inputs(files[0], handle)
+        names = [f"{files[0].stem}_{i:04d}" for i in range(len(x))]
+        return Inputs(x=x, names=names, raw=[None] * len(names), files=files, extra=extra)
+    if handle is not None and len(handle.input_shapes) > 1:
+        raise InputError(
+            f"the model has inputs {', '.join(handle.input_shapes)}: give one .npz holding a batch per "
+            "input name (--input names the one explained)"
+        )
     npys = [p for p in files if p.suffix.lower() == ".npy"]
     if npys:
         if len(npys) != len(files):

@@ -202,6 +202,12 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _npz(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
 def toolbox_mlp() -> str:
     """A valid LRP toolbox text model: Linear 4 -> 3."""
     rng = np.random.default_rng(2)
@@ -248,6 +254,9 @@ def files() -> dict[str, bytes]:
         "bigger_bomb.png": png_header_only(30000, 30000),
         "x.npy": _npy(x),
         "x4.npy": _npy(x.reshape(2, -1)[:, :4].copy()),
+        "ab.npz": _npz(a=x.reshape(2, -1)[:, :4].copy(), b=x.reshape(2, -1)[:, 4:9].copy()),
+        "ab_uneven.npz": _npz(a=x.reshape(2, -1)[:, :4].copy(), b=x.reshape(1, -1)[:, :5].copy()),
+        "a_only.npz": _npz(a=x.reshape(2, -1)[:, :4].copy()),
         "x_nan.npy": _npy(np.full((1, *SHAPE), np.nan, np.float32)),
         "x_huge.npy": _npy(np.full((1, *SHAPE), 1e300)),  # finite float64, infinite as float32
         "x_wrong_shape.npy": _npy(np.zeros((2, 3, 5, 5), np.float32)),

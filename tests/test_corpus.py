@@ -299,7 +299,24 @@ REFUSED += [
     (
         "explain a model with two inputs",
         ["explain", "two_inputs.onnx", "x4.npy", "--out", "results"],
-        ("'b'",),
+        ("b", ".npz"),
+    ),
+    (
+        "explain npz uneven",
+        ["explain", "two_inputs.onnx", "ab_uneven.npz", "--out", "results"],
+        ("ab_uneven.npz",),
+    ),
+    ("explain npz missing input", ["explain", "two_inputs.onnx", "a_only.npz", "--out", "results"], ("b",)),
+    (
+        "explain npz --neuron",
+        ["explain", "two_inputs.onnx", "ab.npz", "--out", "results", "--neuron", "ya:0"],
+        ("neuron",),
+    ),
+    ("explain npz for one input", ["explain", "good.onnx", "ab.npz", "--out", "results"], ("x",)),
+    (
+        "explain npz with images",
+        ["explain", "two_inputs.onnx", "ab.npz", "digit.png", "--out", "results"],
+        (".npz",),
     ),
     # explain: outputs
     (
@@ -567,6 +584,19 @@ def test_cli_two_inputs_choose_one(corpus, capsys):
     assert run_cli(["compile", "two_inputs.onnx", "-o", "b.onnx", "--input", "b"], capsys).rc == 0
     names = [[o.name for o in onnx.load(str(corpus / f)).graph.input] for f in ("a.onnx", "b.onnx")]
     assert all({"a", "b"} <= set(n) for n in names)
+
+
+@pytest.mark.parametrize("explained", ["a", "b"])
+def test_cli_explains_each_input_of_a_two_input_model(corpus, capsys, explained):
+    """The other input is fed from the .npz; LRP-0 on y = a Wa + b Wb gives R = x * w[:, target]."""
+    args = ["explain", "two_inputs.onnx", "ab.npz", "--out", "r", "--rule", "lrp0", "--target", "0"]
+    outcome = run_cli([*args, "--input", explained, "--quiet"], capsys)
+    assert outcome.rc == 0, outcome.err
+    model = onnx.load(str(corpus / "two_inputs.onnx"))
+    weight = onnx.numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == f"w{explained}"))
+    data = np.load(corpus / "ab.npz")[explained]
+    relevance = np.stack([np.load(corpus / "r" / f"ab_{i:04d}.npy") for i in range(len(data))])
+    np.testing.assert_allclose(relevance, data * weight[:, 0], rtol=1e-5, atol=1e-6)
 
 
 def test_explain_with_a_zoo_file_path_preprocesses_like_the_zoo_name(corpus, capsys):

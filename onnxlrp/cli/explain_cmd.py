@@ -6,8 +6,9 @@
                     [--force] [--input NAME]
 
 MODEL is an .onnx path or a zoo name; IMAGE files (PNG/JPEG, preprocessed as the zoo model says,
-or for a plain .onnx file: resized to the model's input size and scaled to [0, 1]) or one .npy
-batch ([N, C, H, W] or [C, H, W], already preprocessed).
+or for a plain .onnx file: resized to the model's input size and scaled to [0, 1]) or .npy
+batches ([N, C, H, W] or [C, H, W], already preprocessed), or for a model with several inputs one
+.npz holding a batch per input name (--input names the one explained; the others are fed).
 
 Per input ``<name>`` the folder gets:
 - ``<name>.png``: input and heatmap side by side (red +, blue -, white 0, symmetric scale),
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
     )
     kwargs = explain_options(compile_options(args))
-    handle = load_model(args.model)
+    handle = load_model(args.model, args.input)
     inputs = load_inputs(handle, args.images, augmentations, args.hue_shift)
     write_explanations(handle, inputs, kwargs, args.out, options)
     print(f"wrote {inputs.x.shape[0]} explanation(s) to {Path(args.out)}/")
