@@ -12,8 +12,8 @@ and ``ir_version`` is set to 10 so that onnxruntime >= 1.20 reads the file.
 
 from __future__ import annotations
 
-import io
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -73,12 +73,12 @@ def export_module(
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
     example_input = example_input.detach().to(torch.float32).cpu()
-    exported = io.BytesIO()
-    with torch.no_grad():
+    with tempfile.TemporaryDirectory() as folder, torch.no_grad():
+        exported = Path(folder) / "model.onnx"  # the final file is written atomically below
         torch.onnx.export(
             module,
             (example_input,),
-            exported,
+            str(exported),
             input_names=[input_name],
             output_names=[output_name],
             dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
@@ -87,7 +87,7 @@ def export_module(
             training=torch.onnx.TrainingMode.EVAL,
             dynamo=False,
         )
-    model = strip_identity(onnx.load_from_string(exported.getvalue()))
+        model = strip_identity(onnx.load(str(exported)))
     model.ir_version = IR_VERSION
     model.producer_name = "onnxlrp-zoo (torch " + torch.__version__.split("+")[0] + ")"
     onnx.checker.check_model(model)
