@@ -168,7 +168,8 @@ def test_explain_concepts_with_an_atlas(net_path, data, tmp_path, capsys):
     assert len(values) == 3 and values == sorted(values, reverse=True)
     assert np.load(out / f"{stem}.npy").shape == (3, 3, 8, 8)
     assert (out / f"{stem}.png").is_file()
-    assert main([*args, "--concepts", "/pool/MaxPool", "--atlas", str(atlas)]) == 2
+    # the same folder again: --force (explain never replaces an earlier explanation without it)
+    assert main([*args, "--concepts", "/pool/MaxPool", "--atlas", str(atlas), "--force"]) == 2
     assert "an atlas of layer '/merged/Relu_output_0'" in capsys.readouterr().err
 
 
