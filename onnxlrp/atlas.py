@@ -34,6 +34,7 @@ from onnxlrp.concepts import (
     top_images,
 )
 from onnxlrp.errors import OutputExistsError
+from onnxlrp.loading import write_text, writing
 from onnxlrp.runtime import RelevanceSession
 from onnxlrp.scan import session_options
 
@@ -78,7 +79,8 @@ def _strip(path: Path, thumbs: Sequence[np.ndarray]) -> None:
     canvas = np.full((THUMB, len(thumbs) * (THUMB + gap) - gap, 3), 255, np.uint8)
     for k, thumb in enumerate(thumbs):
         canvas[:, k * (THUMB + gap) : k * (THUMB + gap) + THUMB] = thumb
-    Image.fromarray(canvas, mode="RGB").save(path)
+    with writing(path, force=True) as tmp:  # build_atlas checked the folder
+        Image.fromarray(canvas, mode="RGB").save(tmp, format="PNG")
 
 
 def build_atlas(
@@ -170,8 +172,8 @@ def build_atlas(
         "classes": data.class_names,
         "channels": records,
     }
-    _write_text(folder / "concepts.json", json.dumps(summary, indent=1, allow_nan=False))
-    _write_text(page, render_html(summary))
+    write_text(folder / "concepts.json", json.dumps(summary, indent=1, allow_nan=False), force=True)
+    write_text(page, render_html(summary), force=True)
     return page
 
 
@@ -205,12 +207,6 @@ def _record(channel, data, relevance, activation, shares, rel_rows, act_rows) ->
         "by_relevance": refs(rel_rows, relevance),
         "by_activation": refs(act_rows, activation),
     }
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def render_html(summary: dict) -> str:
