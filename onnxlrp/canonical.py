@@ -46,7 +46,7 @@ def canonicalize(
             ) from None
     absorb_bias_adds(copy)
     fold_batchnorms(copy)
-    free_batch_dimension(copy, data_input(copy, input_name).name)
+    free_batch_dimension(copy, input_name)
     seen: set[str] = set()
     for index, node in enumerate(copy.graph.node):
         if not node.name or node.name in seen:
@@ -78,7 +78,7 @@ def initializers_as_inputs(model: onnx.ModelProto) -> None:
     model.ir_version = 4
 
 
-def free_batch_dimension(model: onnx.ModelProto, input_name: str) -> None:
+def free_batch_dimension(model: onnx.ModelProto, input_name: str | None = None) -> None:
     """Models exported with a fixed batch size get a dynamic one: the explained input's first
     dimension becomes "N" (also on the outputs), and Reshape targets that hard-code that batch size
     as their first entry copy it from their input instead (0) - only where that input's first axis is
@@ -86,7 +86,7 @@ def free_batch_dimension(model: onnx.ModelProto, input_name: str) -> None:
     left alone."""
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
-    explained = next(i for i in graph.input if i.name == input_name)
+    explained = data_input(model, input_name)  # default: the first float input
     if not explained.type.tensor_type.shape.dim:
         return
     first = explained.type.tensor_type.shape.dim[0]
@@ -103,7 +103,7 @@ def free_batch_dimension(model: onnx.ModelProto, input_name: str) -> None:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             constants[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
     rewritten: set[str] = set()
-    for node in _batch_led_reshapes(graph, input_name, constants, batch):
+    for node in _batch_led_reshapes(graph, explained.name, constants, batch):
         target = constants[node.input[1]]
         if any(a.name == "allowzero" and a.i for a in node.attribute):
             if np.any(target == 0):
