@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from onnxlrp.assembly import TARGET
 from onnxlrp.canonical import free_batch_dimension
 from onnxlrp.compiler import compile
 from onnxlrp.errors import OnnxLrpError
@@ -130,7 +131,9 @@ def _timed_session(
     path: str, x: np.ndarray, threads: int | None, providers: list[str]
 ) -> Callable[[], object]:
     session = ort.InferenceSession(path, session_options(threads), providers=providers)
-    feed = {session.get_inputs()[0].name: x}
+    feed: dict[str, np.ndarray] = {session.get_inputs()[0].name: x}
+    if TARGET in {i.name for i in session.get_inputs()}:  # a relevance graph: explain the predicted class
+        feed[TARGET] = np.full(len(x), -1, np.int64)
     return lambda: session.run(None, feed)
 
 

@@ -214,12 +214,18 @@ def test_equal_weights_are_stored_once(tmp_path):
         forward_weight = next(n for n in model.graph.node if n.op_type == "Conv").input[1]
         if "rule" in kwargs:  # epsilon: the transpose uses the forward conv's own weight
             assert [n.input[1] for n in transposes] == [forward_weight]
-        producers = {out: node for node in model.graph.node for out in node.output}
+        assert transposes and all(_from_initializers(model, n.input[1]) for n in transposes)
 
-        def constant(name: str) -> bool:
-            return name in names or (name in producers and all(map(constant, producers[name].input)))
 
-        assert transposes and all(constant(n.input[1]) for n in transposes)
+def _from_initializers(model: onnx.ModelProto, name: str) -> bool:
+    """Whether tensor ``name`` is an initializer or computed from initializers alone."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    stored = {t.name for t in model.graph.initializer}
+
+    def constant(tensor: str) -> bool:
+        return tensor in stored or (tensor in producers and all(map(constant, producers[tensor].input)))
+
+    return constant(name)
 
 
 def test_initializers_listed_as_inputs(lenet, batch):
