@@ -209,7 +209,6 @@ def test_equal_weights_are_stored_once(tmp_path):
             if t.data_type == onnx.TensorProto.FLOAT
         ]
         assert len(contents) == len(set(contents)), kwargs
-        names = {t.name for t in model.graph.initializer}
         transposes = [n for n in model.graph.node if n.op_type == "ConvTranspose"]
         forward_weight = next(n for n in model.graph.node if n.op_type == "Conv").input[1]
         if "rule" in kwargs:  # epsilon: the transpose uses the forward conv's own weight
