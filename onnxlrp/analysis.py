@@ -14,9 +14,17 @@ import onnx
 
 from onnxlrp.errors import UnsupportedModelError
 from onnxlrp.graph import FLOAT_TYPES, GraphInfo, implicit_inputs
-from onnxlrp.ops import LINEAR_KINDS, REGISTRY, SUM_KIND, carried_inputs, has_fact, spec_for
+from onnxlrp.ops import (
+    LINEAR_KINDS,
+    REGISTRY,
+    RULE_PROTOCOLS,
+    SUM_KIND,
+    AnyRule,
+    carried_inputs,
+    has_fact,
+    spec_for,
+)
 from onnxlrp.ops.quantization import QDQ_HINT, QUANTIZED_OPERATORS
-from onnxlrp.rules import Rule, SumRule
 
 
 def _class_scores(info: GraphInfo, name: str) -> str | None:
@@ -61,26 +69,35 @@ def explained_tensor(info: GraphInfo, output: str | None) -> str:
     return name
 
 
+def fused_bias(info: GraphInfo, node: onnx.NodeProto) -> tuple[str, np.ndarray] | None:
+    """(z, bias) when ``node`` is the Add of a constant bias to a linear layer's output z (MatMul +
+    bias, Conv + BiasAdd), which the layer's rule takes in; else None."""
+    if node.op_type != "Add":
+        return None
+    graph_outputs = {o.name for o in info.model.graph.output}
+    for own, other in ((0, 1), (1, 0)):
+        z, bias = node.input[own], info.const(node.input[other])
+        producer = info.producer.get(z)
+        if (
+            bias is not None
+            and producer is not None
+            and has_fact(producer.op_type, "linear_map")
+            and len(info.consumers.get(z, [])) == 1
+            and z not in graph_outputs
+            and z in info.dynamic
+            and bias.ndim <= len(info.shape(z))
+        ):
+            return z, bias
+    return None
+
+
 def bias_adds(info: GraphInfo) -> dict[str, tuple[np.ndarray, str]]:
     """Linear-layer outputs followed by an Add of a constant (MatMul + bias, Conv + BiasAdd)."""
-    graph_outputs = {o.name for o in info.model.graph.output}
     found = {}
     for node in info.nodes:
-        if node.op_type != "Add":
-            continue
-        for own, other in ((0, 1), (1, 0)):
-            z, bias = node.input[own], info.const(node.input[other])
-            producer = info.producer.get(z)
-            if (
-                bias is not None
-                and producer is not None
-                and has_fact(producer.op_type, "linear_map")
-                and len(info.consumers.get(z, [])) == 1
-                and z not in graph_outputs
-                and z in info.dynamic
-                and bias.ndim <= len(info.shape(z))
-            ):
-                found[z] = (bias.astype(np.float32), node.output[0])
+        fused = fused_bias(info, node)
+        if fused is not None:
+            found[fused[0]] = (fused[1].astype(np.float32), node.output[0])
     return found
 
 
@@ -110,7 +127,7 @@ def nonnegative(info: GraphInfo) -> set[str]:
 def zero_keeping(
     info: GraphInfo,
     path: list[onnx.NodeProto],
-    rules: Mapping[str, Rule | SumRule],
+    rules: Mapping[str, AnyRule],
     explained: str,
     logit_seed: bool,
 ) -> set[str]:
@@ -147,7 +164,7 @@ def zero_keeping(
 def rectified_inputs(
     info: GraphInfo,
     path: list[onnx.NodeProto],
-    rules: Mapping[str, Rule | SumRule],
+    rules: Mapping[str, AnyRule],
     explained: str,
     logit_seed: bool,
 ) -> dict[str, str]:
@@ -185,7 +202,7 @@ def relevance_path(info: GraphInfo, start: str) -> tuple[list[onnx.NodeProto], l
             unsupported.append(node)
         path.append(node)
         carrying.update(node.input[i] for i in inputs)
-    if info.input_name not in carrying:
+    if info.source not in carrying:
         raise UnsupportedModelError(
             f"tensor '{start}' does not depend on the model input '{info.input_name}'"
         )
@@ -209,16 +226,17 @@ def rule_takers(info: GraphInfo, path: list[onnx.NodeProto]) -> dict[str, tuple[
     takers = {}
     for node in path:
         spec = spec_for(node.op_type)
-        if spec is None or spec.rule_protocol is None:
+        if spec is None:
             continue
-        if spec.kind != SUM_KIND or len(carried_inputs(spec, node, info)) > 1:
-            takers[node.name] = (node.op_type, spec.kind)
+        kind = spec.node_kind(node, info)
+        if kind in RULE_PROTOCOLS and (kind != SUM_KIND or len(carried_inputs(spec, node, info)) > 1):
+            takers[node.name] = (node.op_type, kind)
     return takers
 
 
 def first_layers(info: GraphInfo) -> set[str]:
     """Linear layers reached from the model input without passing another linear layer."""
-    first, frontier, visited = set(), [info.input_name], set()
+    first, frontier, visited = set(), [info.source], set()
     while frontier:
         tensor = frontier.pop()
         for node in info.consumers.get(tensor, []):
@@ -226,7 +244,7 @@ def first_layers(info: GraphInfo) -> set[str]:
                 continue
             visited.add(node.name)
             spec = spec_for(node.op_type)
-            if spec is not None and spec.kind in LINEAR_KINDS:
+            if spec is not None and spec.node_kind(node, info) in LINEAR_KINDS:
                 first.add(node.name)
             else:
                 frontier.extend(node.output)

@@ -43,12 +43,14 @@ def emit(plan: Plan) -> onnx.ModelProto:
     b = GraphBuilder(model.graph, _all_names(model), {name: info.constants[name] for name in initializers})
     if options.start is None:
         shape = info.shape(explained)
-        if len(shape) != 2:
+        if len(shape) not in (2, 3):
             raise UnsupportedModelError(
-                f"the explained output '{explained}' has shape {shape}; it must be [batch, classes] "
-                "(or pass start= to seed relevance at a tensor yourself)"
+                f"the explained output '{explained}' has shape {shape}; it must be [batch, classes] or "
+                "[batch, sequence, classes] (or pass start= to seed relevance at a tensor yourself)"
             )
-        seed_relevance = _seed(b, explained, shape[1], options.seed)
+        seed_relevance = _seed(
+            b, explained, shape[-1], options.seed, options.position if len(shape) == 3 else None
+        )
     else:
         seed_relevance = RELEVANCE_SEED
     relevance: dict[str, list[str]] = {explained: [seed_relevance]}
@@ -66,8 +68,8 @@ def emit(plan: Plan) -> onnx.ModelProto:
             if total is not None:
                 relevance[name] = [total]  # summed once (totals below reuses it)
             arriving.append(total)
-        if refused and all(total is None for total in arriving):
-            continue  # reached only through a refused node
+        if all(total is None for total in arriving):
+            continue  # nothing reaches it (CP-LRP's attention weights, or only through a refused node)
         ctx = EmitContext(
             b, info, plan.rules.get(node.name), nonnegative_tensors, fused_biases, rectified, options.runtime
         )
@@ -93,9 +95,16 @@ def emit(plan: Plan) -> onnx.ModelProto:
     return _assemble(model, info, b, totals, explained, options.start, list(options.expose), channel_sources)
 
 
-def _seed(b: GraphBuilder, logits: str, classes: int, mode: str) -> str:
-    """logit * one-hot(target) (mode "logit") or the one-hot alone ("onehot")."""
-    predicted = b.op("ArgMax", [logits], axis=-1, keepdims=0)
+def _seed(b: GraphBuilder, logits: str, classes: int, mode: str, position: int | None = None) -> str:
+    """logit * one-hot(target) (mode "logit") or the one-hot alone ("onehot"). Logits with a
+    sequence axis ([N, seq, classes]) are explained at one ``position`` (negative: from the end,
+    the sequence length read at run time)."""
+    row = logits
+    if position is not None:
+        length = b.op("Gather", [b.op("Shape", [logits]), b.const(np.array(1, np.int64))])
+        index = b.op("Mod", [b.op("Add", [b.const(np.array(position, np.int64)), length]), length])
+        row = b.op("Gather", [logits, index], axis=1)
+    predicted = b.op("ArgMax", [row], axis=-1, keepdims=0)
     chosen = b.op("Where", [b.op("Less", [TARGET, b.const(np.array(0, np.int64))]), predicted, TARGET])
     column = b.op("Unsqueeze", [chosen, b.const(np.array([1], np.int64))])
     mask = b.op(
@@ -103,6 +112,11 @@ def _seed(b: GraphBuilder, logits: str, classes: int, mode: str) -> str:
         [b.op("Equal", [column, b.const(np.arange(classes, dtype=np.int64)[None], "classes")])],
         to=onnx.TensorProto.FLOAT,
     )
+    if position is not None:  # [N, 1, classes] * [1, seq, 1]: the target at that position only
+        steps = b.op("Range", [b.const(np.array(0, np.int64)), length, b.const(np.array(1, np.int64))])
+        at = b.op("Cast", [b.op("Equal", [steps, index])], to=onnx.TensorProto.FLOAT)
+        at = b.op("Reshape", [at, b.const(np.array([1, -1, 1], np.int64))])
+        mask = b.op("Mul", [b.op("Unsqueeze", [mask, b.const(np.array([1], np.int64))]), at])
     if mode == "onehot":
         return mask
     if mode != "logit":
@@ -177,17 +191,27 @@ def _assemble(
     input_info = next(i for i in graph.input if i.name == info.input_name)
     input_shape = info.shape(info.input_name)
     if expose == ["all"]:
-        expose = [name for name in totals if name != info.input_name]
+        expose = [name for name in totals if name != info.source and name not in info.constants]
+    expose += [name for name in _embedding_sinks(info, totals) if name not in expose]
     missing = [name for name in expose if name not in totals]
     if missing:
         raise UnsupportedModelError(
             f"cannot expose {', '.join(repr(m) for m in missing)}: no relevance reaches them "
             f"(tensors on the relevance path: {', '.join(sorted(totals))})"
         )
-    if info.input_name not in totals:
+    if info.source not in totals:
         raise UnsupportedModelError(f"no relevance reaches the input '{info.input_name}'")
-    b.nodes.append(helper.make_node("Identity", [totals[info.input_name]], [RELEVANCE], name=RELEVANCE))
-    outputs = [_value_info(RELEVANCE, input_shape, input_info.type.tensor_type.elem_type)]
+    if info.source == info.input_name:
+        b.nodes.append(helper.make_node("Identity", [totals[info.source]], [RELEVANCE], name=RELEVANCE))
+        outputs = [_value_info(RELEVANCE, input_shape, input_info.type.tensor_type.elem_type)]
+    else:  # token ids: the embedding lookup's relevance summed over the hidden axis, one per token
+        hidden = b.const(np.array([-1], np.int64))
+        b.nodes.append(
+            helper.make_node(
+                "ReduceSum", [totals[info.source], hidden], [RELEVANCE], name=RELEVANCE, keepdims=0
+            )
+        )
+        outputs = [_value_info(RELEVANCE, input_shape)]
     if start is None:
         outputs += _copies(graph.output)
     else:
@@ -204,7 +228,7 @@ def _assemble(
         outputs.append(_value_info(exposed_name(name), shapes[name]))
 
     # the relevance graph is built in the (already copied) forward model: its weights are not copied again
-    graph.node.extend(b.nodes)
+    graph.node.extend(_needed(b.nodes, {o.name for o in outputs}))
     del graph.output[:]
     graph.output.extend(outputs)
     del graph.value_info[:]
@@ -224,6 +248,36 @@ def _assemble(
     model.ir_version = _ir_version(model)
     check_structure(model)
     return model
+
+
+def _embedding_sinks(info: GraphInfo, totals: dict[str, str]) -> list[str]:
+    """Lookups in constant tables that relevance reaches without flowing on (a token model's position
+    and token-type embeddings, whose sums with the word embeddings give them a share)."""
+    if info.source == info.input_name:
+        return []
+    sinks = []
+    for name in totals:
+        node = info.producer.get(name)
+        if (
+            name not in info.relevant
+            and node is not None
+            and node.op_type == "Gather"
+            and node.input[0] in info.constants
+            and name in info.shapes
+        ):
+            sinks.append(name)
+    return sinks
+
+
+def _needed(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:
+    """The relevance nodes some output depends on (a share nobody reads, such as the relevance a
+    constant offset absorbs when it is not exposed, is not computed)."""
+    needed, kept = set(outputs), []
+    for node in reversed(nodes):
+        if any(name in needed for name in node.output):
+            kept.append(node)
+            needed.update(node.input)
+    return list(reversed(kept))
 
 
 def _copies(messages) -> list:

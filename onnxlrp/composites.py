@@ -13,10 +13,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from onnxlrp.ops import LINEAR_KINDS, RULE_PROTOCOLS, SUM_KIND, rule_taking_ops, spec_for
+from onnxlrp.ops import (
+    LINEAR_KINDS,
+    OFFSET_KIND,
+    PRODUCT_KIND,
+    RULE_PROTOCOLS,
+    SOFTMAX_KIND,
+    SUM_KIND,
+    AnyRule,
+    rule_taking_ops,
+    spec_for,
+)
 from onnxlrp.options import CompileOptions
 from onnxlrp.rules import (
     DEFAULT_STABILIZER,
+    LRP0,
     AlphaBeta,
     Epsilon,
     Flat,
@@ -30,10 +41,38 @@ from onnxlrp.rules import (
     make_rule,
     sum_rule,
 )
+from onnxlrp.transformer_rules import ConstantAttention, ProductRule, SoftmaxGradient, SoftmaxRule, Uniform
 
-AnyRule = Rule | SumRule
+COMPOSITES = (
+    "epsilon",
+    "epsilon-plus",
+    "epsilon-alpha2-beta1",
+    "epsilon-plus-flat",
+    "epsilon-gamma-box",
+    "attnlrp",
+    "cp-lrp",
+)
+TRANSFORMER_COMPOSITES = ("attnlrp", "cp-lrp")
 
-COMPOSITES = ("epsilon", "epsilon-plus", "epsilon-alpha2-beta1", "epsilon-plus-flat", "epsilon-gamma-box")
+
+def transformer_rules(
+    name: str, *, epsilon: float | None = None, gamma: float | None = None
+) -> dict[str, AnyRule]:
+    """AttnLRP (LXT's efficient mode): LRP-0 on linear layers (gamma when given), LayerNorm with sigma
+    constant, sums and offsets in proportion, softmax by gradient x input, products split evenly;
+    CP-LRP: the same with attention weights held constant."""
+    lrp0 = LRP0() if epsilon is None else Epsilon(epsilon)
+    linear: Rule = lrp0 if gamma is None else Gamma(gamma)
+    share = Norm(lrp0.epsilon)
+    product = ConstantAttention(lrp0.epsilon) if name == "cp-lrp" else Uniform(lrp0.epsilon)
+    return {
+        **dict.fromkeys(LINEAR_KINDS, linear),
+        "norm": lrp0,
+        SUM_KIND: share,
+        OFFSET_KIND: share,
+        PRODUCT_KIND: product,
+        SOFTMAX_KIND: SoftmaxGradient(),
+    }
 
 
 def composite_rules(
@@ -48,6 +87,8 @@ def composite_rules(
     """(rule per layer kind, rule for the first layer or None) of a named composite."""
     key = name.lower().replace("_", "-")
     stab = DEFAULT_STABILIZER if stabilizer is None else stabilizer
+    if key in TRANSFORMER_COMPOSITES:
+        return transformer_rules(key, epsilon=epsilon, gamma=gamma), None
     if key == "epsilon":
         rule = Epsilon(1.0 if epsilon is None else epsilon)
         return {**dict.fromkeys(LINEAR_KINDS, rule), SUM_KIND: Norm(rule.epsilon)}, None
@@ -72,20 +113,27 @@ def for_kind(rule: AnyRule, kind: str, what: str) -> AnyRule:
     """``rule`` as the rule protocol of a node kind takes it; a one-line error when it has no meaning
     there (``what`` names the node or op type)."""
     if RULE_PROTOCOLS[kind] is SumRule:
-        as_sum = sum_rule(rule)
+        as_sum = sum_rule(rule) if isinstance(rule, Rule | SumRule) else None
         if as_sum is None:
             raise RuleError(
                 f"{what} is a sum of activations: it takes epsilon, lrp0, alphabeta, zplus or a "
                 f"rules.SumRule, not {rule.name} (a sum has no weights or input bounds for it to use)"
             )
         return as_sum
+    protocol = RULE_PROTOCOLS[kind]
+    if protocol is not Rule:
+        if not isinstance(rule, protocol):
+            raise RuleError(f"{what} is a {kind} node: it takes a {protocol.__name__}, not {rule.name}")
+        return rule
     if not isinstance(rule, Rule):
         raise RuleError(f"{what} is a linear layer: it takes a linear-layer rule, not {rule.name}")
     return rule
 
 
 def _rule(spec: str | AnyRule, params: Mapping[str, Any]) -> AnyRule:
-    return spec if isinstance(spec, SumRule) else make_rule(spec, **params)
+    if isinstance(spec, SumRule | ProductRule | SoftmaxRule):
+        return spec
+    return make_rule(spec, **params)
 
 
 def type_rules(rules_by_type: Mapping[str, str | AnyRule], params: Mapping[str, Any]) -> dict[str, AnyRule]:
@@ -121,6 +169,9 @@ def assign_rules(
     else:
         composite_params = {k: params[k] for k in ("epsilon", "gamma", "low", "high", "stabilizer")}
         by_kind, first = composite_rules(composite or "epsilon", **composite_params)
+    by_kind.setdefault("norm", by_kind["affine"])
+    by_kind.setdefault(SOFTMAX_KIND, SoftmaxGradient())
+    by_kind.setdefault(PRODUCT_KIND, Uniform(getattr(by_kind["dense"], "epsilon", DEFAULT_STABILIZER)))
     if options.first_rule is not None:
         first = make_rule(options.first_rule, **params)
     by_type = type_rules(options.rules_by_type or {}, params)
@@ -130,10 +181,14 @@ def assign_rules(
         raise RuleError(f"rules_by_name names no node that takes a rule: {', '.join(sorted(unknown))}")
     assigned = {}
     for name, (op_type, kind) in layers.items():
+        if kind not in by_kind:
+            continue  # x + c outside the transformer composites: relevance passes to x unchanged
         chosen = by_kind[kind]
         if first is not None and name in first_layers and kind in ("conv", "dense"):
             chosen = first
-        chosen = by_type.get(op_type, chosen)
+        typed = by_type.get(op_type)
+        if typed is not None and isinstance(typed, RULE_PROTOCOLS[kind]):
+            chosen = typed
         if name in by_name:
             chosen = for_kind(by_name[name], kind, f"node '{name}' ({op_type})")
         assigned[name] = chosen

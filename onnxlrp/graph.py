@@ -1,9 +1,14 @@
 """GraphInfo: what the compiler knows about the forward graph.
 
 Producers and consumers of every tensor, the values of constant tensors (initializers, Constant
-nodes and whole shape subgraphs), and the static shape of every tensor. Shapes and constants come
-from one probe run of the model in onnxruntime at batch size 1, which is exact where onnx's own
-shape inference is not (e.g. ceil_mode pooling).
+nodes and whole shape subgraphs), the static shape of every tensor, and the tensors relevance can
+reach (those computed from the explained input's values). Shapes and constants come from one probe
+run of the model in onnxruntime at batch size 1 (other symbolic dimensions, e.g. a sequence length,
+at PROBE_LENGTH), which is exact where onnx's own shape inference is not (e.g. ceil_mode pooling).
+
+The explained input is the first float input; a model whose inputs are all integers (token ids) is
+explained at the output of the embedding lookup that reads the first of them (a Gather from a
+constant table): ``source`` is that tensor.
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ from onnxlrp.errors import ModelLoadError, ResourceLimitError, UnsupportedModelE
 
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
 PROBE_LIMIT = 2**30  # bytes: the largest tensor the probe run may compute (at batch size 1)
+INTEGER_TYPES = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
+PROBE_LENGTH = 7  # the probe's size for symbolic dimensions other than the batch
+# ops whose output depends on their input's shape only: relevance never flows through them
+SHAPE_OPS = {"Shape", "Size"}
 
 
 @dataclass
@@ -34,6 +43,8 @@ class GraphInfo:
     # tensors computed from the input's shape only (Shape, Size and arithmetic on them): their probe
     # values, fixed wherever they do not involve the batch size
     from_shapes: dict[str, np.ndarray] = field(default_factory=dict)
+    source: str = ""  # where input relevance is reported: input_name, or its embedding lookup's output
+    relevant: set[str] = field(default_factory=set)  # computed from the source's values
 
     @property
     def nodes(self) -> list[onnx.NodeProto]:
@@ -113,7 +124,8 @@ def node_inputs(node: onnx.NodeProto) -> list[str]:
 
 def data_input(model: onnx.ModelProto, name: str | None = None) -> onnx.ValueInfoProto:
     """The model input that is explained: the float graph input ``name``, or the first float graph
-    input that is not an initializer."""
+    input that is not an initializer, or else the first integer input read as the indices of an
+    embedding lookup (token ids)."""
     initializers = {init.name for init in model.graph.initializer}
     inputs = [inp for inp in model.graph.input if inp.name not in initializers]
     floats = [inp for inp in inputs if inp.type.tensor_type.elem_type in FLOAT_TYPES]
@@ -129,7 +141,45 @@ def data_input(model: onnx.ModelProto, name: str | None = None) -> onnx.ValueInf
         return chosen[0]
     if floats:
         return floats[0]
-    raise ModelLoadError(f"the model has no float input to explain; its inputs are: {described or 'none'}")
+    for inp in inputs:
+        if inp.type.tensor_type.elem_type in INTEGER_TYPES and embedding_lookup(model, inp.name) is not None:
+            return inp
+    raise ModelLoadError(
+        "the model has no float input to explain (nor token ids read by an embedding lookup, a Gather "
+        f"from a constant table); its inputs are: {described or 'none'}"
+    )
+
+
+def embedding_lookup(model: onnx.ModelProto, ids: str) -> onnx.NodeProto | None:
+    """The first Gather that reads a constant float table at the indices ``ids`` (possibly
+    reshaped or cast on the way: GPT-2 views its ids as [-1, seq])."""
+    tables = {
+        init.name for init in model.graph.initializer if init.data_type in FLOAT_TYPES and len(init.dims) == 2
+    }
+    names = {ids}
+    for node in model.graph.node:
+        if (
+            node.op_type == "Gather"
+            and len(node.input) > 1
+            and node.input[1] in names
+            and node.input[0] in tables
+        ):
+            return node
+        if (
+            node.op_type in ("Reshape", "Unsqueeze", "Squeeze", "Flatten", "Cast", "Identity")
+            and node.input[0] in names
+        ):
+            names.add(node.output[0])
+    return None
+
+
+def _relevant(info: GraphInfo) -> set[str]:
+    """Tensors computed from the source's values (not only from its shape)."""
+    relevant = {info.source}
+    for node in info.nodes:
+        if node.op_type not in SHAPE_OPS and any(name in relevant for name in node.input):
+            relevant.update(name for name in node.output if name)
+    return relevant
 
 
 def _probe_feed(model: onnx.ModelProto, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -143,19 +193,14 @@ def _probe_feed(model: onnx.ModelProto, rng: np.random.Generator) -> dict[str, n
         for index, dim in enumerate(tensor_type.shape.dim):
             if dim.HasField("dim_value") and dim.dim_value > 0:
                 dims.append(dim.dim_value)
-            elif index == 0:
-                dims.append(1)
             else:
-                raise UnsupportedModelError(
-                    f"input '{inp.name}': dimension {index} is symbolic ('{dim.dim_param}'); only the batch "
-                    "dimension may be dynamic. Fix the other dimensions in the model first."
-                )
+                dims.append(1 if index == 0 else PROBE_LENGTH)
         dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
         check_size(f"input '{inp.name}'", dims, np.dtype(dtype).itemsize)
         if tensor_type.elem_type in FLOAT_TYPES:
             feed[inp.name] = rng.standard_normal(dims, dtype=np.float32).astype(dtype)
-        else:
-            feed[inp.name] = np.zeros(dims, dtype)
+        else:  # token ids 1 (0 is often padding), masks all ones
+            feed[inp.name] = np.ones(dims, dtype)
     return feed
 
 
@@ -190,7 +235,11 @@ def analyse(model: onnx.ModelProto, input_name: str | None = None) -> GraphInfo:
     """Build GraphInfo: topology, constants and static shapes (one onnxruntime probe at batch 1);
     ``input_name`` is the explained input (default: the first float input)."""
     input_info = data_input(model, input_name)
-    info = GraphInfo(model=model, input_name=input_info.name)
+    info = GraphInfo(model=model, input_name=input_info.name, source=input_info.name)
+    if input_info.type.tensor_type.elem_type not in FLOAT_TYPES:
+        lookup = embedding_lookup(model, input_info.name)
+        assert lookup is not None  # data_input chose it for that
+        info.source = lookup.output[0]
     for init in model.graph.initializer:
         info.constants[init.name] = numpy_helper.to_array(init)
     graph_inputs = {inp.name for inp in model.graph.input} - set(info.constants)
@@ -248,4 +297,5 @@ def analyse(model: onnx.ModelProto, input_name: str | None = None) -> GraphInfo:
         info.shapes[name] = value.shape
     for name, value in info.constants.items():
         info.shapes.setdefault(name, value.shape)
+    info.relevant = _relevant(info)
     return info

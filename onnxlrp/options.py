@@ -42,6 +42,7 @@ class CompileOptions:
     condition: Iterable[str] = ()
     runtime: str = "portable"
     input: str | None = None
+    position: int = -1  # the explained position of an output with a sequence axis ([N, seq, classes])
 
     def __post_init__(self) -> None:
         """Check every setting before any work: all checks of compiling happen here (the rules

@@ -23,13 +23,14 @@ def _float(name, shape):
 
 
 def unsupported_model() -> onnx.ModelProto:
-    """Gemm -> Erf -> Mul(act, act) -> Gemm: two unsupported nodes on the relevance path."""
+    """Gemm -> Erf -> Cos -> Gemm: two unsupported nodes on the relevance path (an Erf inside a
+    GELU, x * f(x), is supported; on its own it is not)."""
     w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
     return _model(
         [
             helper.make_node("Gemm", ["x", "w"], ["a"], name="fc1"),
             helper.make_node("Erf", ["a"], ["b"], name="strange_erf"),
-            helper.make_node("Mul", ["b", "a"], ["c"], name="gate"),
+            helper.make_node("Cos", ["b"], ["c"], name="strange_cos"),
             helper.make_node("Gemm", ["c", "w"], ["y"], name="fc2"),
         ],
         [_float("x", ["N", 4])],
@@ -46,18 +47,19 @@ def test_unsupported_ops_are_all_listed():
     assert "Supported operators:" in message and "Conv" in message
 
 
-def test_product_of_activations_names_the_node():
+def test_quotient_of_activations_names_the_node():
     w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
     model = _model(
         [
             helper.make_node("Gemm", ["x", "w"], ["a"], name="fc1"),
-            helper.make_node("Mul", ["a", "a"], ["y"], name="square"),
+            helper.make_node("Gemm", ["x", "w"], ["b"], name="fc2"),
+            helper.make_node("Div", ["a", "b"], ["y"], name="ratio"),
         ],
         [_float("x", ["N", 4])],
         [_float("y", ["N", 4])],
         [w],
     )
-    with pytest.raises(onnxlrp.UnsupportedModelError, match=r"'square' \(Mul\)"):
+    with pytest.raises(onnxlrp.UnsupportedModelError, match=r"'ratio' \(Div\)"):
         onnxlrp.compile(model)
 
 

@@ -174,7 +174,8 @@ def test_op_facts_live_on_the_registry():
     assert ops_with("zero_at_zero") == zero_at_zero | {"Dropout", "Identity"}
     assert ops_with("order_preserving") == {
         "MaxPool", "GlobalMaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Transpose",
-        "Squeeze", "Unsqueeze", "Identity", "Dropout", "Concat", "Split", "Pad", "Add", "Sum",
+        "Squeeze", "Unsqueeze", "Identity", "Dropout", "Concat", "Split", "Pad", "Add", "Sum", "Expand",
+        "Gather",
     }  # fmt: skip
     assert ops_with("piecewise_linear") == {
         "Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "BatchNormalization",

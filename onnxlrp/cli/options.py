@@ -32,6 +32,12 @@ def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--low", type=float, help="lowest input value (box rule)")
     group.add_argument("--high", type=float, help="highest input value (box rule)")
     group.add_argument(
+        "--position",
+        type=int,
+        help="the explained position of an output with a sequence axis, e.g. a language model's "
+        "[N, seq, vocab] logits (default -1, the last)",
+    )
+    group.add_argument(
         "--layer-rule",
         action="append",
         default=[],
@@ -51,6 +57,8 @@ def compile_options(args: argparse.Namespace) -> dict[str, Any]:
         options.update(rule_options(args.rule))
     if args.first_rule:
         options["first_rule"] = args.first_rule
+    if args.position is not None:
+        options["position"] = args.position
     by_type: dict[str, Rule] = {}
     by_name: dict[str, Rule] = {}
     for item in args.layer_rule:

@@ -24,13 +24,22 @@ import onnx
 from onnxlrp.builder import GraphBuilder
 from onnxlrp.graph import GraphInfo
 from onnxlrp.rules import LinearLayer, Rule, SumOfActivations, SumRule, WeightMap
+from onnxlrp.transformer_rules import ProductRule, SoftmaxRule
 
-LINEAR_KINDS = ("conv", "dense", "avgpool", "affine")
+LINEAR_KINDS = ("conv", "dense", "avgpool", "affine", "norm")
 SUM_KIND = "sum"
+OFFSET_KIND = "offset"  # x + c, c carrying no relevance and not a layer's bias: a sum whose c is a sink
+PRODUCT_KIND = "product"  # a product of two activations (Q K^T, A V, gated units)
+SOFTMAX_KIND = "softmax"
+AnyRule = Rule | SumRule | ProductRule | SoftmaxRule
+AnyRuleType = type[Rule] | type[SumRule] | type[ProductRule] | type[SoftmaxRule]
 # the rule protocol each rule-taking kind of node takes
-RULE_PROTOCOLS: dict[str, type[Rule] | type[SumRule]] = {
+RULE_PROTOCOLS: dict[str, AnyRuleType] = {
     **dict.fromkeys(LINEAR_KINDS, Rule),
     SUM_KIND: SumRule,
+    OFFSET_KIND: SumRule,
+    PRODUCT_KIND: ProductRule,
+    SOFTMAX_KIND: SoftmaxRule,
 }
 
 # Facts an op may carry:
@@ -52,7 +61,7 @@ class EmitContext:
 
     b: GraphBuilder
     info: GraphInfo
-    rule: Rule | SumRule | None
+    rule: AnyRule | None
     nonnegative: set[str]
     bias_adds: dict[str, tuple[np.ndarray, str]]  # linear node output -> (bias array, the Add's output)
     rectified: dict[str, str]  # z -> Relu(z), where the relevance reaching z is zero wherever z < 0
@@ -112,18 +121,27 @@ Zeros = str | Callable[[onnx.NodeProto, GraphInfo], str]
 DataInputs = tuple[int, ...] | None | Callable[[onnx.NodeProto, GraphInfo], tuple[int, ...] | None]
 
 
+# The kind of one node, where an op's nodes differ (a MatMul of two activations is a product)
+KindOf = Callable[[onnx.NodeProto, GraphInfo], str]
+
+
 @dataclass(frozen=True)
 class OpSpec:
     op_type: str
     emit: Emitter
     kind: str
-    data_inputs: DataInputs  # None: every input that is not a constant
+    data_inputs: DataInputs  # None: every input that carries relevance
     zeros: Zeros = "never"
+    kind_of: KindOf | None = None
 
     @property
-    def rule_protocol(self) -> type[Rule] | type[SumRule] | None:
+    def rule_protocol(self) -> AnyRuleType | None:
         """The rule class the op's nodes take (None: it takes no rule)."""
         return RULE_PROTOCOLS.get(self.kind)
+
+    def node_kind(self, node: onnx.NodeProto, info: GraphInfo) -> str:
+        """The kind of one node of this op (``kind`` unless the op's nodes differ)."""
+        return self.kind if self.kind_of is None else self.kind_of(node, info)
 
 
 REGISTRY: dict[str, OpSpec] = {}
@@ -145,6 +163,7 @@ def register(
     data_inputs: DataInputs = (0,),
     zeros: Zeros | None = None,
     facts: Iterable[str] = (),
+    kind_of: KindOf | None = None,
 ) -> Callable[[Emitter], Emitter]:
     """Register `emit(ctx, node, relevances) -> {input index: relevance name}` for op types, with
     their facts. `zeros` defaults to "rule" for linear layers and "never" otherwise (see ZEROS)."""
@@ -156,7 +175,7 @@ def register(
 
     def decorate(emit: Emitter) -> Emitter:
         for op_type in op_types:
-            REGISTRY[op_type] = OpSpec(op_type, emit, kind, data_inputs, zeros)
+            REGISTRY[op_type] = OpSpec(op_type, emit, kind, data_inputs, zeros, kind_of)
         return emit
 
     return decorate
@@ -192,7 +211,7 @@ def carried_inputs(spec: OpSpec | None, node: onnx.NodeProto, info: GraphInfo) -
         candidates = [i for i in data_inputs if i < len(node.input)]
     else:
         candidates = list(range(len(node.input)))
-    return [i for i in candidates if node.input[i] and node.input[i] in info.dynamic]
+    return [i for i in candidates if node.input[i] and node.input[i] in info.relevant]
 
 
 # op types without an emitter that still carry facts (evaluation reads the whole forward graph)
@@ -200,6 +219,7 @@ declare("Softmax", "LogSoftmax", "Constant", "Shape", "Gather", "Cast", facts=("
 
 # importing the emitter modules fills REGISTRY
 from onnxlrp.ops import (  # noqa: E402, F401
+    attention,
     elementwise,
     linear,
     maxpool,

@@ -13,7 +13,9 @@ import onnx
 
 from onnxlrp.builder import GraphBuilder
 from onnxlrp.errors import UnsupportedModelError
-from onnxlrp.ops import EmitContext, register
+from onnxlrp.graph import GraphInfo
+from onnxlrp.ops import PRODUCT_KIND, EmitContext, register
+from onnxlrp.ops.attention import emit_product
 
 # Write a stride-1 Conv's transpose as a Conv (flipped kernel) instead of a ConvTranspose: same
 # result, faster in onnxruntime (benchmarks/ measures it; the switch exists for that comparison).
@@ -185,7 +187,7 @@ def _matmul_layer(ctx: EmitContext, node, x_index: int, weight: np.ndarray, own_
 
 
 def _activation_index(ctx: EmitContext, node: onnx.NodeProto) -> int:
-    dynamic = [i for i in (0, 1) if node.input[i] in ctx.info.dynamic]
+    dynamic = [i for i in (0, 1) if node.input[i] in ctx.info.relevant]
     if len(dynamic) != 1:
         raise UnsupportedModelError(
             f"node '{node.name}' ({node.op_type}): both operands depend on the input; only a product with "
@@ -209,8 +211,21 @@ def emit_gemm(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     return {x_index: ctx.propagate(layer, relevance[0])}
 
 
-@register("MatMul", kind="dense", data_inputs=(0, 1), facts=("linear_map", "piecewise_linear"))
+def _matmul_kind(node: onnx.NodeProto, info: GraphInfo) -> str:
+    """dense (a constant weight), or a product of two activations (Q K^T, A V)."""
+    return PRODUCT_KIND if all(name in info.relevant for name in node.input[:2]) else "dense"
+
+
+@register(
+    "MatMul",
+    kind="dense",
+    data_inputs=(0, 1),
+    facts=("linear_map", "piecewise_linear"),
+    kind_of=_matmul_kind,
+)
 def emit_matmul(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
+    if _matmul_kind(node, ctx.info) == PRODUCT_KIND:
+        return emit_product(ctx, node, relevance)
     x_index = _activation_index(ctx, node)
     weight = _const_input(ctx, node, 1 - x_index, "weight")
     layer = _matmul_layer(ctx, node, x_index, weight, None, False)

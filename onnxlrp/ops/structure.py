@@ -43,7 +43,7 @@ def emit_concat(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict
     axis = _axis(ctx, node)
     sizes = np.array([ctx.info.shape(name)[axis] for name in node.input], np.int64)
     parts = ctx.b.op_multi("Split", [relevance[0], ctx.b.const(sizes)], n_out=len(sizes), axis=axis)
-    return {i: part for i, part in enumerate(parts) if node.input[i] in ctx.info.dynamic}
+    return {i: part for i, part in enumerate(parts) if node.input[i] in ctx.info.relevant}
 
 
 @register("Split", zeros="passed", facts=("order_preserving",))
