@@ -90,10 +90,29 @@ def _div(r: np.ndarray, z: np.ndarray) -> np.ndarray:
 # ---- operations -----------------------------------------------------------------------------
 
 
-def linear(x: Var, w: np.ndarray, b: np.ndarray | None) -> Var:
-    """z = x @ w + b over the last axis (w: [in, out])."""
-    z = x.value @ w + (0 if b is None else b)
-    return Var(z, (x,), lambda r: [x.value * (_div(r, z) @ w.T)])
+def linear(x: Var, w: np.ndarray, b: np.ndarray | None, gamma: float | None = None) -> Var:
+    """z = x @ w + b over the last axis (w: [in, out]); LRP-0, or zennit's generalised gamma rule."""
+    b = np.zeros(w.shape[1]) if b is None else b
+    z = x.value @ w + b
+    if gamma is None:
+        return Var(z, (x,), lambda r: [x.value * (_div(r, z) @ w.T)])
+
+    def rule(r: np.ndarray) -> list[np.ndarray]:
+        xp, xn = np.maximum(x.value, 0), np.minimum(x.value, 0)
+        up, down = w + gamma * np.maximum(w, 0), w + gamma * np.minimum(w, 0)
+        total = np.zeros_like(x.value)
+        # outputs with z > 0: (W + gW+) on x+, (W + gW-) on x-; z < 0 the other way round
+        for sign, wa, wb, bias in (
+            (1, up, down, b + gamma * np.maximum(b, 0)),
+            (-1, down, up, b + gamma * np.minimum(b, 0)),
+        ):
+            d = xp @ wa + xn @ wb + bias
+            d = d + 1e-6 * np.where(d >= 0, 1.0, -1.0)
+            s = np.where(sign * z > 0, r, 0.0) / d
+            total += xp * (s @ wa.T) + xn * (s @ wb.T)
+        return [total]
+
+    return Var(z, (x,), rule)
 
 
 def add(a: Var, b: Var) -> Var:
@@ -189,14 +208,16 @@ def _gelu_tanh(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
 
 
-def _attention(x: Var, wq, bq, wk, bk, wv, bv, heads: int, mask: np.ndarray | None, cp: bool) -> Var:
+def _attention(
+    x: Var, wq, bq, wk, bk, wv, bv, heads: int, mask: np.ndarray | None, cp: bool, gamma: float | None = None
+) -> Var:
     n, t, h = x.value.shape
     d = h // heads
 
     def split(v: Var) -> Var:
         return transpose(reshape(v, (n, t, heads, d)), (0, 2, 1, 3))
 
-    q, k, v = split(linear(x, wq, bq)), split(linear(x, wk, bk)), split(linear(x, wv, bv))
+    q, k, v = (split(linear(x, wm, bm, gamma)) for wm, bm in ((wq, bq), (wk, bk), (wv, bv)))
     scores = scale(matmul(q, transpose(k, (0, 1, 3, 2))), 1 / np.sqrt(d))
     if mask is not None:
         scores = add_const(scores, mask)
@@ -205,9 +226,22 @@ def _attention(x: Var, wq, bq, wk, bk, wv, bv, heads: int, mask: np.ndarray | No
     return reshape(transpose(ctx, (0, 2, 1, 3)), (n, t, h))
 
 
-def vit(w: dict[str, np.ndarray], pixels: np.ndarray, heads: int, patch: int, cp: bool, eps: float = 1e-12):
-    """HF ViTForImageClassification; returns (logits Var, pixel Var)."""
+def vit(
+    w: dict[str, np.ndarray],
+    pixels: np.ndarray,
+    heads: int,
+    patch: int,
+    cp: bool,
+    eps: float = 1e-12,
+    gamma: float | None = None,
+):
+    """HF ViTForImageClassification; returns (logits Var, pixel Var). ``gamma``: the gamma rule on
+    every linear layer instead of LRP-0."""
     x = Var(pixels)
+
+    def _lin(v: Var, wm: np.ndarray, bm: np.ndarray | None) -> Var:
+        return linear(v, wm, bm, gamma)
+
     n, c, hh, ww = pixels.shape
     gh, gw = hh // patch, ww // patch
     # the patch Conv as a linear map over flattened patches
@@ -218,7 +252,7 @@ def vit(w: dict[str, np.ndarray], pixels: np.ndarray, heads: int, patch: int, cp
         lambda r: [r.reshape(n, gh, gw, c, patch, patch).transpose(0, 3, 1, 4, 2, 5).reshape(x.value.shape)],
     )
     conv_w = w["vit.embeddings.patch_embeddings.projection.weight"]
-    emb = linear(
+    emb = _lin(
         px, conv_w.reshape(conv_w.shape[0], -1).T, w["vit.embeddings.patch_embeddings.projection.bias"]
     )
     cls = np.broadcast_to(w["vit.embeddings.cls_token"], (n, 1, emb.value.shape[-1]))
@@ -238,18 +272,17 @@ def vit(w: dict[str, np.ndarray], pixels: np.ndarray, heads: int, patch: int, cp
             heads=heads,
             mask=None,
             cp=cp,
+            gamma=gamma,
         )
-        h = add(
-            linear(ctx, w[p + "attention.output.dense.weight"].T, w[p + "attention.output.dense.bias"]), h
-        )
+        h = add(_lin(ctx, w[p + "attention.output.dense.weight"].T, w[p + "attention.output.dense.bias"]), h)
         m = layer_norm(h, w[p + "layernorm_after.weight"], w[p + "layernorm_after.bias"], eps)
         m = elementwise(
-            linear(m, w[p + "intermediate.dense.weight"].T, w[p + "intermediate.dense.bias"]), _gelu
+            _lin(m, w[p + "intermediate.dense.weight"].T, w[p + "intermediate.dense.bias"]), _gelu
         )
-        h = add(linear(m, w[p + "output.dense.weight"].T, w[p + "output.dense.bias"]), h)
+        h = add(_lin(m, w[p + "output.dense.weight"].T, w[p + "output.dense.bias"]), h)
         i += 1
     h = layer_norm(h, w["vit.layernorm.weight"], w["vit.layernorm.bias"], eps)
-    logits = linear(take(h, 0, 1), w["classifier.weight"].T, w["classifier.bias"])
+    logits = _lin(take(h, 0, 1), w["classifier.weight"].T, w["classifier.bias"])
     return logits, x
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import transformer_models as tm  # noqa: E402
+import transformer_models as tm
 
 
 def _import_lxt():
@@ -52,8 +52,7 @@ def relevance(kind: str, composite: str, inputs: dict[str, np.ndarray]) -> np.nd
         monkey_patch(modeling_bert, lxt_bert.attnLRP)
     else:
         monkey_patch(modeling_gpt2, lxt_gpt2.cp_LRP if composite == "cp-lrp" else lxt_gpt2.attnLRP)
-    torch.set_default_dtype(torch.float64)
-    model = tm.build(kind).double()  # same seed, same weights, patched classes
+    model = tm.build(kind).double()  # same seed, same (float32-drawn) weights, patched classes
     ids = torch.from_numpy(inputs["input_ids"])
     if kind == "bert":
         embeddings = model.model.bert.embeddings.word_embeddings(ids).detach().requires_grad_(True)

@@ -38,10 +38,14 @@ def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("transformers")
 
     def get(kind: str, exporter: str, bias: bool = True):
+        """exporter: torchscript, dynamo, or torchscript16 (opset 16: LayerNorm decomposed)."""
         key = (kind, exporter, bias)
         if key not in cache:
             model = tm.build(kind, bias=bias)
-            path = tm.export(model, folder / f"{kind}_{exporter}_{bias}.onnx", dynamo=exporter == "dynamo")
+            opset = 16 if exporter == "torchscript16" else None
+            path = tm.export(
+                model, folder / f"{kind}_{exporter}_{bias}.onnx", dynamo=exporter == "dynamo", opset=opset
+            )
             cache[key] = (model, path)
         return cache[key]
 
@@ -87,13 +91,77 @@ def test_matches_reference(models, kind, exporter, composite):
     for seq in lengths:
         inputs = tm.example_inputs(kind, batch=3, seq=seq)
         out = session.run(inputs)
-        expected, logits, target = reference(kind, model, inputs, cp)
+        expected, logits, _target = reference(kind, model, inputs, cp)
         explained = out["logits"] if kind != "gpt2" else out["logits"][:, -1]
         np.testing.assert_allclose(explained, logits, rtol=1e-4, atol=1e-4)
         error = rel_l2(out["relevance"], expected)
         print(f"{kind} {exporter} {composite} seq {seq}: relative L2 {error:.2e}")
         assert out["relevance"].shape == expected.shape
         assert error <= TOLERANCE, f"{kind} {exporter} {composite}: relative L2 {error:.3g}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("composite", COMPOSITES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_decomposed_layer_norm(models, kind, composite):
+    """LayerNorm written as ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add (opset 16):
+    propagated op by op (sigma a function of x alone, so x takes all of x / sigma) it gives the
+    reference's LayerNorm rule."""
+    model, path = models(kind, "torchscript16")
+    inputs = tm.example_inputs(kind, batch=2, seq=6)
+    out = run(path, composite, inputs)
+    expected, _, _ = reference(kind, model, inputs, composite == "cp-lrp")
+    assert rel_l2(out["relevance"], expected) <= TOLERANCE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("composite", COMPOSITES)
+def test_gamma_on_linear_layers(models, composite):
+    """gamma= puts zennit's generalised gamma rule on every linear layer (LayerNorm keeps LRP-0)."""
+    model, path = models("vit", "torchscript")
+    inputs = tm.example_inputs("vit", batch=2)
+    out = run(path, composite, inputs, gamma=0.25)
+    logits, pixels = ref.vit(
+        tm.weights(model), inputs["pixel_values"], tm.HEADS, tm.PATCH, composite == "cp-lrp", gamma=0.25
+    )
+    ref.propagate(logits, ref.seed_at(logits.value, logits.value.argmax(-1)))
+    assert rel_l2(out["relevance"], pixels.relevance) <= TOLERANCE
+    plain, _, _ = reference("vit", model, inputs, composite == "cp-lrp")
+    assert rel_l2(out["relevance"], plain) > 1e-2  # the rule changed something
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("composite", COMPOSITES)
+def test_padding_gets_no_relevance(models, composite):
+    """An attention mask is fed through: masked (padding) tokens are attended by nobody, so the
+    class token's logit gives them no relevance, and the rest still matches the reference."""
+    model, path = models("bert", "torchscript")
+    inputs = tm.example_inputs("bert", batch=2, seq=8)
+    inputs["attention_mask"][:, 5:] = 0
+    out = run(path, composite, inputs)
+    expected, _, _ = reference("bert", model, inputs, composite == "cp-lrp")
+    assert np.all(out["relevance"][:, 5:] == 0)
+    assert rel_l2(out["relevance"], expected) <= TOLERANCE
+
+
+@pytest.mark.slow
+def test_embedding_relevance_outputs(models):
+    """The position and token-type embeddings' shares are their own outputs (expose), and the word,
+    position and token-type relevance together are what reaches the embedding sum."""
+    model, path = models("bert", "torchscript")
+    graph = onnxlrp.compile(str(path), composite="attnlrp")
+    inputs = tm.example_inputs("bert", batch=2, seq=6)
+    out = onnxlrp.RelevanceSession(graph).run(inputs)
+    exposed = sorted(name for name in out if name.startswith("relevance:"))
+    assert len(exposed) == 2, exposed
+    w = tm.weights(model)
+    logits, _word, pos, typ = ref.bert(
+        w, inputs["input_ids"], inputs["attention_mask"].astype(float), tm.HEADS, False
+    )
+    ref.propagate(logits, ref.seed_at(logits.value, logits.value.argmax(-1)))
+    ours = sorted(out[name].reshape(2, -1).sum(-1)[0] for name in exposed)
+    theirs = sorted([pos.relevance[0].sum(), typ.relevance[0].sum()])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -124,7 +192,9 @@ def test_explains_any_position_and_target(models):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("kind", "composite"), [("bert", "attnlrp"), ("gpt2", "attnlrp"), ("gpt2", "cp-lrp")])
+@pytest.mark.parametrize(
+    ("kind", "composite"), [("bert", "attnlrp"), ("gpt2", "attnlrp"), ("gpt2", "cp-lrp")]
+)
 def test_matches_lxt(models, tmp_path, kind, composite):
     """LXT's efficient AttnLRP (and its CP-LRP map for GPT-2) on the same weights, in float64."""
     pytest.importorskip("lxt")
@@ -132,7 +202,14 @@ def test_matches_lxt(models, tmp_path, kind, composite):
     inputs = tm.example_inputs(kind, batch=2, seq=6)
     np.savez(tmp_path / "inputs.npz", **inputs)
     script = Path(__file__).parent / "lxt_relevance.py"
-    command = [sys.executable, str(script), kind, composite, str(tmp_path / "inputs.npz"), str(tmp_path / "lxt.npy")]
+    command = [
+        sys.executable,
+        str(script),
+        kind,
+        composite,
+        str(tmp_path / "inputs.npz"),
+        str(tmp_path / "lxt.npy"),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     theirs = np.load(tmp_path / "lxt.npy")

@@ -138,8 +138,9 @@ def example_inputs(kind: str, batch: int = 2, seq: int = 7, seed: int = 1) -> di
     return {"input_ids": ids}
 
 
-def export(model: _Logits, path: str | os.PathLike, dynamo: bool = False) -> Path:
-    """Export with the TorchScript (opset 17) or dynamo (opset 18) exporter; batch and sequence dynamic."""
+def export(model: _Logits, path: str | os.PathLike, dynamo: bool = False, opset: int | None = None) -> Path:
+    """Export with the TorchScript (opset 17) or dynamo (opset 18) exporter; batch and sequence dynamic.
+    TorchScript at opset 16 writes LayerNorm decomposed (ReduceMean, Sub, Pow, Sqrt, Div, Mul, Add)."""
     path = Path(path)
     names = model.names
     kind = "vit" if names == ("pixel_values",) else "text"
@@ -162,7 +163,7 @@ def export(model: _Logits, path: str | os.PathLike, dynamo: bool = False) -> Pat
                 input_names=list(names),
                 output_names=["logits"],
                 dynamic_shapes={n: dims for n in names},
-                opset_version=18,
+                opset_version=opset or 18,
                 verbose=False,
             )
         else:
@@ -176,7 +177,7 @@ def export(model: _Logits, path: str | os.PathLike, dynamo: bool = False) -> Pat
                 input_names=list(names),
                 output_names=["logits"],
                 dynamic_axes={**{n: dims for n in names}, "logits": out_dims},
-                opset_version=17,
+                opset_version=opset or 17,
             )
     m = onnx.load(str(path))
     m.ir_version = 10
