@@ -46,12 +46,17 @@ def inspect_model(
             rule = repr(rules[node.name])
         elif node.name not in on_path:
             rule = "-"
+        elif spec is None:
+            rule = "?"
         else:
+            kind = spec.node_kind(node, info)
+            if kind == "merge" and all(name in info.relevant for name in node.input[:2]):
+                kind = "signal"  # x * gate or x * f(x): x takes all
             rule = {
                 "maxpool": "winner-take-all",
-                "merge": "split by contribution",
+                "signal": "signal takes all",
                 SUM_KIND: "split by contribution",
-            }.get(spec.kind if spec else "", "pass-through" if spec else "?")
+            }.get(kind, "pass-through")
         reports.append(
             NodeReport(
                 name=node.name,
