@@ -128,10 +128,16 @@ def _value_info(name: str, shape: tuple, elem_type: int = onnx.TensorProto.FLOAT
     return helper.make_tensor_value_info(name, elem_type, ["N", *shape[1:]])
 
 
+def _input_dims(value: onnx.ValueInfoProto) -> tuple[int | str, ...]:
+    """A graph input's declared dimensions (symbolic ones by name)."""
+    return tuple(d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim)
+
+
 def _declared_shapes(model: onnx.ModelProto, info: GraphInfo) -> dict[str, tuple[int | str, ...]]:
     """Static shapes to declare on outputs. Where onnx's own shape inference disagrees with the
     runtime (onnx 1.2x gets some ceil_mode pooling sizes wrong), the dimension is left symbolic so
-    that checkers and runtimes both accept the model."""
+    that checkers and runtimes both accept the model. In a model with symbolic dimensions besides
+    the batch (a sequence length), a size onnx cannot infer statically stays symbolic too."""
     inferred_graph = onnx.shape_inference.infer_shapes(weightless(model)).graph
     inferred = [*inferred_graph.value_info, *inferred_graph.output]
     onnx_dims = {
@@ -145,7 +151,7 @@ def _declared_shapes(model: onnx.ModelProto, info: GraphInfo) -> dict[str, tuple
             declared[name] = shape
             continue
         declared[name] = tuple(
-            d if t in (None, d) else f"{name}:dim{i}"
+            d if t == d or (t is None and not info.symbolic_dims) else f"{name}:dim{i}"
             for i, (d, t) in enumerate(zip(shape, theirs, strict=True))
         )
     return declared
@@ -189,7 +195,7 @@ def _assemble(
     graph = model.graph
     shapes = _declared_shapes(model, info)
     input_info = next(i for i in graph.input if i.name == info.input_name)
-    input_shape = info.shape(info.input_name)
+    input_shape = _input_dims(input_info) if info.symbolic_dims else info.shape(info.input_name)
     if expose == ["all"]:
         expose = [name for name in totals if name != info.source and name not in info.constants]
     expose += [name for name in _embedding_sinks(info, totals) if name not in expose]

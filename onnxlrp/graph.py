@@ -45,6 +45,7 @@ class GraphInfo:
     from_shapes: dict[str, np.ndarray] = field(default_factory=dict)
     source: str = ""  # where input relevance is reported: input_name, or its embedding lookup's output
     relevant: set[str] = field(default_factory=set)  # computed from the source's values
+    symbolic_dims: bool = False  # an input has a symbolic dimension besides the batch
 
     @property
     def nodes(self) -> list[onnx.NodeProto]:
@@ -295,6 +296,12 @@ def analyse(model: onnx.ModelProto, input_name: str | None = None) -> GraphInfo:
             info.from_shapes[name] = value
     for name, value in feed.items():
         info.shapes[name] = value.shape
+    info.symbolic_dims = any(
+        not dim.HasField("dim_value") or dim.dim_value <= 0
+        for inp in model.graph.input
+        if inp.name in feed
+        for dim in list(inp.type.tensor_type.shape.dim)[1:]
+    )
     for name, value in info.constants.items():
         info.shapes.setdefault(name, value.shape)
     info.relevant = _relevant(info)

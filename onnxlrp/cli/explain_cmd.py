@@ -36,6 +36,12 @@ preprocessing) copies, as in the seed paper's Figure 7.
 Rules: the options of `onnxlrp compile` (--rule epsilon|alphabeta:3,2|..., --composite, --epsilon,
 --alpha/--beta, --first-rule, --layer-rule ...); default --rule epsilon (eps = 1, the seed paper's).
 The relevance graph runs once for the whole batch (in chunks of --batch-size for memory).
+
+Token models (integer token ids in, e.g. a BERT or GPT-2 exported to ONNX): the inputs are .npy
+files of ids ([T] or [N, T]) or texts with ``--tokenizer tokenizer.json`` (a local file for the
+`tokenizers` package); per sequence ``<name>.npy`` (relevance per token) and ``<name>.html`` (the
+tokens coloured by relevance), default --composite attnlrp; a language model is explained at
+--position (default the last).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from onnxlrp.errors import OnnxLrpError
 from onnxlrp.explaining import explain_options, load_model
 from onnxlrp.explanations import FolderOptions, write_explanations
 from onnxlrp.inputs import load_inputs
+from onnxlrp.tokens import is_token_model, load_token_inputs, write_token_explanations
 
 
 # ----------------------------------------------------------------------------- the command
@@ -60,7 +67,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_argument(p)
-    p.add_argument("images", nargs="+", help="image files (PNG/JPEG) or one .npy batch")
+    p.add_argument(
+        "images", nargs="+", help="image files (PNG/JPEG) or one .npy batch; for a token model, ids or texts"
+    )
+    p.add_argument("--tokenizer", help="tokenizer.json to read text inputs of a token model")
     add_rule_arguments(p)
     p.add_argument("--target", type=int, help="class to explain (default: each input's predicted class)")
     p.add_argument("--out", default="explain-out", help="output folder (default explain-out)")
@@ -127,6 +137,16 @@ def run(args: argparse.Namespace) -> int:
     )
     kwargs = explain_options(compile_options(args))
     handle = load_model(args.model, args.input)
+    if is_token_model(handle.model):
+        settings = compile_options(args)
+        if not settings.get("rule") and not settings.get("composite"):
+            settings["composite"] = "attnlrp"
+        sequences = load_token_inputs(args.images, args.tokenizer)
+        records = write_token_explanations(
+            handle.model, sequences, explain_options(settings), args.out, args.target, args.force
+        )
+        print(f"wrote {len(records)} token explanation(s) to {Path(args.out)}/")
+        return 0
     inputs = load_inputs(handle, args.images, augmentations, args.hue_shift)
     write_explanations(handle, inputs, kwargs, args.out, options)
     print(f"wrote {inputs.x.shape[0]} explanation(s) to {Path(args.out)}/")

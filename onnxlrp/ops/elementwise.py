@@ -173,7 +173,12 @@ def _arithmetic_zeros(node: onnx.NodeProto, info: GraphInfo) -> str:
     kind_of=_arithmetic_kind,
 )
 @register(
-    "Sum", kind=SUM_KIND, data_inputs=None, zeros=_arithmetic_zeros, facts=("order_preserving",), kind_of=_arithmetic_kind
+    "Sum",
+    kind=SUM_KIND,
+    data_inputs=None,
+    zeros=_arithmetic_zeros,
+    facts=("order_preserving",),
+    kind_of=_arithmetic_kind,
 )
 @register(
     "Mul",
