@@ -26,8 +26,8 @@ def _axis(ctx: EmitContext, node: onnx.NodeProto, default: int) -> int:
 
 @register("LayerNormalization", kind="norm", facts=())
 def emit_layer_norm(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
-    """sigma = sqrt(var(x) + eps) is read from the forward pass and held constant; the centring
-    (x - mean(x)) stays part of the linear map, as in LXT."""
+    """sigma = sqrt(var(x) + eps) is read from the forward pass (the node's InvStdDev output) and
+    held constant; the centring (x - mean(x)) stays part of the linear map, as in LXT."""
     b, info = ctx.b, ctx.info
     x = node.input[0]
     shape = info.shape(x)
@@ -49,18 +49,18 @@ def emit_layer_norm(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> 
         mean = b.op("Mul", [b.op("ReduceSum", [t, axes], keepdims=1), b.const(count)])
         return b.op("Sub", [t, mean])
 
-    deviation = centred(x)
-    variance = b.op(
-        "Mul", [b.op("ReduceSum", [b.op("Mul", [deviation, deviation]), axes], keepdims=1), b.const(count)]
-    )
-    eps = np.float32(ctx.attr(node, "epsilon", 1e-5))
-    sigma = b.op("Sqrt", [b.op("Add", [variance, b.const(eps)])], hint="sigma")
+    # 1 / sigma: the node's optional InvStdDev output (the forward pass computes it anyway)
+    inverse_sigma = b.forward_output(node, 2, "inv_std")
 
     def forward(t: str, w: np.ndarray) -> str:
-        return b.op("Mul", [b.op("Div", [centred(t), sigma]), b.const(w.astype(np.float32), "ln_scale")])
+        return b.op(
+            "Mul", [b.op("Mul", [centred(t), inverse_sigma]), b.const(w.astype(np.float32), "ln_scale")]
+        )
 
     def transpose(s: str, w: np.ndarray) -> str:
-        return centred(b.op("Div", [b.op("Mul", [s, b.const(w.astype(np.float32), "ln_scale")]), sigma]))
+        return centred(
+            b.op("Mul", [b.op("Mul", [s, b.const(w.astype(np.float32), "ln_scale")]), inverse_sigma])
+        )
 
     layer = ctx.linear_layer(x, scale, bias, forward, transpose, node.output[0])
     return {0: ctx.propagate(layer, relevance[0])}
