@@ -81,7 +81,7 @@ def test_model_without_float_input():
         [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 3])],
         [_float("y", ["N", 3])],
     )
-    with pytest.raises(onnxlrp.ModelLoadError, match=r"no float input.*'ids' \(INT64\)"):
+    with pytest.raises(onnxlrp.ModelLoadError, match=r"no float input.*embedding lookup.*'ids' \(INT64\)"):
         onnxlrp.compile(model)
 
 
