@@ -29,19 +29,23 @@ from onnxlrp.rules import (
     DEFAULT_STABILIZER,
     LRP0,
     AlphaBeta,
+    ConstantAttention,
     Epsilon,
     Flat,
     Gamma,
     Norm,
+    ProductRule,
     Rule,
     RuleError,
+    SoftmaxGradient,
+    SoftmaxRule,
     SumRule,
+    Uniform,
     ZBox,
     ZPlus,
     make_rule,
     sum_rule,
 )
-from onnxlrp.transformer_rules import ConstantAttention, ProductRule, SoftmaxGradient, SoftmaxRule, Uniform
 
 COMPOSITES = (
     "epsilon",

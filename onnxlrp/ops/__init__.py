@@ -23,8 +23,17 @@ import onnx
 
 from onnxlrp.builder import GraphBuilder
 from onnxlrp.graph import GraphInfo
-from onnxlrp.rules import LinearLayer, Rule, SumOfActivations, SumRule, WeightMap
-from onnxlrp.transformer_rules import ProductRule, SoftmaxRule
+from onnxlrp.rules import (
+    LinearLayer,
+    Product,
+    ProductRule,
+    Rule,
+    SoftmaxLayer,
+    SoftmaxRule,
+    SumOfActivations,
+    SumRule,
+    WeightMap,
+)
 
 LINEAR_KINDS = ("conv", "dense", "avgpool", "affine", "norm")
 SUM_KIND = "sum"
@@ -102,6 +111,18 @@ class EmitContext:
         if not isinstance(self.rule, SumRule):
             raise TypeError(f"a sum of activations needs a rule for sums, got {self.rule!r}")
         return self.rule.propagate(self.b, total, relevance)
+
+    def propagate_product(self, product: Product, relevance: str) -> list[str | None]:
+        """The node's product rule applied to ``product``: each factor's relevance (None: none)."""
+        if not isinstance(self.rule, ProductRule):
+            raise TypeError(f"a product of two activations needs a product rule, got {self.rule!r}")
+        return self.rule.propagate(self.b, product, relevance)
+
+    def propagate_softmax(self, layer: SoftmaxLayer, relevance: str) -> str:
+        """The node's softmax rule applied to ``layer``: the relevance of the softmax input."""
+        if not isinstance(self.rule, SoftmaxRule):
+            raise TypeError(f"a softmax needs a softmax rule, got {self.rule!r}")
+        return self.rule.propagate(self.b, layer, relevance)
 
 
 Emitter = Callable[[EmitContext, onnx.NodeProto, list], dict]

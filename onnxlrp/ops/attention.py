@@ -4,7 +4,7 @@ masks around attention (Gather of one position, Where, Expand).
 LayerNormalization with its standard deviation held constant is the linear layer
 y = (x - mean(x)) * w / sigma + b and takes a linear-layer rule (kind "norm"); an in-graph Softmax
 takes a softmax rule, a product of two activations (Q K^T, A V, gated units) a product rule
-(transformer_rules.py).
+(rules.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from onnxlrp.errors import UnsupportedModelError
 from onnxlrp.graph import FLOAT_TYPES
 from onnxlrp.ops import EmitContext, carried_inputs, has_fact, register, spec_for
 from onnxlrp.ops.elementwise import reduce_to
-from onnxlrp.transformer_rules import Product, ProductRule, SoftmaxLayer, SoftmaxRule
+from onnxlrp.rules import Product, SoftmaxLayer
 
 
 def _axis(ctx: EmitContext, node: onnx.NodeProto, default: int) -> int:
@@ -68,11 +68,8 @@ def emit_layer_norm(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> 
 
 @register("Softmax", kind="softmax", zeros="kept", facts=("piecewise_linear",))
 def emit_softmax(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
-    rule = ctx.rule
-    if not isinstance(rule, SoftmaxRule):
-        raise TypeError(f"a softmax needs a softmax rule, got {rule!r}")
     layer = SoftmaxLayer(node.input[0], node.output[0], _axis(ctx, node, -1))
-    return {0: rule.propagate(ctx.b, layer, relevance[0])}
+    return {0: ctx.propagate_softmax(layer, relevance[0])}
 
 
 def _attention_weights(name: str, ctx: EmitContext) -> bool:
@@ -87,9 +84,6 @@ def _attention_weights(name: str, ctx: EmitContext) -> bool:
 
 def emit_product(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     """MatMul or Mul of two activations: the node's product rule splits R between the factors."""
-    rule = ctx.rule
-    if not isinstance(rule, ProductRule):
-        raise TypeError(f"a product of two activations needs a product rule, got {rule!r}")
     b, info = ctx.b, ctx.info
     a, c = node.input[0], node.input[1]
     out_shape = info.shape(node.output[0])
@@ -111,7 +105,7 @@ def emit_product(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dic
             lambda s: reduce_to(ctx, b.op("Mul", [s, a]), info.shape(c), out_shape),
         )
     product = Product((a, c), node.output[0], maps, (_attention_weights(a, ctx), _attention_weights(c, ctx)))
-    shares = rule.propagate(b, product, relevance[0])
+    shares = ctx.propagate_product(product, relevance[0])
     return {i: share for i, share in enumerate(shares) if share is not None}
 
 
