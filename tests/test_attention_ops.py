@@ -1,0 +1,146 @@
+"""The transformer ops one at a time (LayerNormalization, an in-graph Softmax, products of two
+activations, Where, Expand, Gather of one position), compiled under attnlrp/cp-lrp, against the
+float64 primitives of attnlrp_reference.py (written from the formulas, not from the emitters)."""
+
+from __future__ import annotations
+
+import attnlrp_reference as ref
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxlrp
+
+N, T, H = 3, 4, 6
+
+
+def graph(nodes, inits, output_shape, opset: int = 17) -> onnx.ModelProto:
+    """x [N, T, H] -> nodes -> "z" -> Flatten -> y [N, prod]."""
+    nodes = [*nodes, helper.make_node("Flatten", ["z"], ["y"], name="flatten")]
+    model = helper.make_model(
+        helper.make_graph(
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", T, H])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", int(np.prod(output_shape))])],
+            [numpy_helper.from_array(_stored(v), k) for k, v in inits.items()],
+        ),
+        opset_imports=[helper.make_opsetid("", opset)],
+    )
+    model.ir_version = 10
+    return model
+
+
+def _stored(value) -> np.ndarray:
+    """float64 constants as float32; integer and boolean ones as they are."""
+    value = np.asarray(value)
+    return value.astype(np.float32) if value.dtype.kind == "f" else value
+
+
+def compiled_relevance(model, x, composite="attnlrp"):
+    out = onnxlrp.RelevanceSession(onnxlrp.compile(model, composite=composite)).run(x)
+    return out["relevance"], out["y"]
+
+
+def reference_relevance(x_var, z_var, target):
+    flat = z_var.value.reshape(len(target), -1)
+    seed = ref.seed_at(flat, target).reshape(z_var.value.shape)
+    ref.propagate(z_var, seed)
+    return x_var.relevance
+
+
+def close(ours, theirs):
+    assert np.linalg.norm(ours - theirs) <= 1e-5 * np.linalg.norm(theirs)
+
+
+@pytest.fixture
+def x(rng):
+    return rng.standard_normal((N, T, H)).astype(np.float32)
+
+
+def test_layer_norm(x, rng):
+    w, b = 1 + 0.3 * rng.standard_normal(H), 0.2 * rng.standard_normal(H)
+    node = helper.make_node("LayerNormalization", ["x", "w", "b"], ["z"], epsilon=1e-5, axis=-1)
+    ours, y = compiled_relevance(graph([node], {"w": w, "b": b}, (T, H)), x)
+    xv = ref.Var(x)
+    close(ours, reference_relevance(xv, ref.layer_norm(xv, w, b, 1e-5), y.argmax(-1)))
+
+
+def test_softmax_inside_the_graph(x):
+    node = helper.make_node("Softmax", ["x"], ["z"], axis=-1)
+    ours, y = compiled_relevance(graph([node], {}, (T, H)), x)
+    xv = ref.Var(x)
+    close(ours, reference_relevance(xv, ref.softmax(xv, cp=False), y.argmax(-1)))
+
+
+def test_masked_softmax_logits_get_nothing(x):
+    mask = np.where(np.arange(H) < 4, 0.0, -np.inf)
+    nodes = [
+        helper.make_node("Add", ["x", "mask"], ["s"]),
+        helper.make_node("Softmax", ["s"], ["z"], axis=-1),
+    ]
+    ours, _ = compiled_relevance(graph(nodes, {"mask": mask}, (T, H)), x)
+    assert np.all(np.isfinite(ours)) and np.all(ours[..., 4:] == 0) and np.any(ours[..., :4] != 0)
+
+
+@pytest.mark.parametrize("composite", ["attnlrp", "cp-lrp"])
+def test_attention_products(x, rng, composite):
+    """softmax(x Wq (x Wk)^T) (x Wv): Q K^T and A V, both products of two activations."""
+    wq, wk, wv = (rng.standard_normal((H, H)) / H**0.5 for _ in range(3))
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"]),
+        helper.make_node("MatMul", ["x", "wk"], ["k"]),
+        helper.make_node("MatMul", ["x", "wv"], ["v"]),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["scores"]),
+        helper.make_node("Softmax", ["scores"], ["a"], axis=-1),
+        helper.make_node("MatMul", ["a", "v"], ["z"]),
+    ]
+    ours, y = compiled_relevance(graph(nodes, {"wq": wq, "wk": wk, "wv": wv}, (T, H)), x, composite)
+    xv = ref.Var(x)
+    cp = composite == "cp-lrp"
+    q, k, v = (ref.linear(xv, w_, None) for w_ in (wq, wk, wv))
+    z = ref.matmul(ref.softmax(ref.matmul(q, ref.transpose(k, (0, 2, 1))), cp), v)
+    close(ours, reference_relevance(xv, z, y.argmax(-1)))
+
+
+def test_gated_product_splits_evenly(x, rng):
+    """(x W1) * (x W2), a gated unit without non-linearity: R/2 to each factor."""
+    w1, w2 = (rng.standard_normal((H, H)) / H**0.5 for _ in range(2))
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["a"]),
+        helper.make_node("MatMul", ["x", "w2"], ["c"]),
+        helper.make_node("Mul", ["a", "c"], ["z"]),
+    ]
+    ours, y = compiled_relevance(graph(nodes, {"w1": w1, "w2": w2}, (T, H)), x)
+    xv = ref.Var(x)
+    a, c = ref.linear(xv, w1, None), ref.linear(xv, w2, None)
+    product = ref.Var(a.value * c.value, (a, c), lambda r: [r / 2, r / 2])  # uniform rule, element-wise
+    close(ours, reference_relevance(xv, product, y.argmax(-1)))
+
+
+def test_where_expand_and_one_position(x):
+    """Where keeps the selected values' relevance, Expand sums copies back, Gather puts one position
+    back in place (the others get none)."""
+    keep = (np.arange(H) % 2 == 0)[None, None, :].repeat(T, 1)
+    nodes = [
+        helper.make_node("Where", ["keep", "x", "zero"], ["kept"]),
+        helper.make_node("Gather", ["kept", "last"], ["one"], axis=1),  # [N, H]
+        helper.make_node("Unsqueeze", ["one", "axis1"], ["one3"]),
+        helper.make_node("Expand", ["one3", "shape"], ["z"]),  # [N, 2, H]
+    ]
+    inits = {
+        "keep": keep,
+        "zero": np.float32(0),
+        "last": np.array(-1, np.int64),
+        "axis1": np.array([1], np.int64),
+        "shape": np.array([1, 2, 1], np.int64),
+    }
+    ours, y = compiled_relevance(graph(nodes, inits, (2, H)), x)
+    target = y.argmax(-1)
+    expected = np.zeros_like(x)
+    for i, k in enumerate(target):
+        column = k % H
+        expected[i, -1, column] = y[i, k] if keep[0, 0, column] else 0.0
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-7)
