@@ -226,6 +226,15 @@ def _attention(
     return reshape(transpose(ctx, (0, 2, 1, 3)), (n, t, h))
 
 
+def _qkv(w: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
+    """Query, key and value weights ([in, out]) and biases of a HuggingFace attention module."""
+    return [
+        w[f"{prefix}{m}.weight"].T if k == "weight" else w[f"{prefix}{m}.bias"]
+        for m in ("query", "key", "value")
+        for k in ("weight", "bias")
+    ]
+
+
 def vit(
     w: dict[str, np.ndarray],
     pixels: np.ndarray,
@@ -264,11 +273,7 @@ def vit(
         att = p + "attention.attention."
         ctx = _attention(
             a,
-            *(
-                w[att + f"{m}.{k}"].T if k == "weight" else w[att + f"{m}.{k}"]
-                for m in ("query", "key", "value")
-                for k in ("weight", "bias")
-            ),
+            *_qkv(w, att),
             heads=heads,
             mask=None,
             cp=cp,
@@ -303,11 +308,7 @@ def bert(
         att = p + "attention.self."
         ctx = _attention(
             h,
-            *(
-                w[att + f"{m}.{k}"].T if k == "weight" else w[att + f"{m}.{k}"]
-                for m in ("query", "key", "value")
-                for k in ("weight", "bias")
-            ),
+            *_qkv(w, att),
             heads=heads,
             mask=ext,
             cp=cp,
