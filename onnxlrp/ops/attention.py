@@ -1,5 +1,5 @@
 """Transformer ops: LayerNormalization, Softmax, products of two activations, and the selections and
-masks around attention (Gather of one position, Where, Expand).
+masks around attention (Gather of one position, Where, Expand; float Casts are in quantization.py).
 
 LayerNormalization with its standard deviation held constant is the linear layer
 y = (x - mean(x)) * w / sigma + b and takes a linear-layer rule (kind "norm"); an in-graph Softmax
@@ -13,7 +13,6 @@ import numpy as np
 import onnx
 
 from onnxlrp.errors import UnsupportedModelError
-from onnxlrp.graph import FLOAT_TYPES
 from onnxlrp.ops import EmitContext, carried_inputs, has_fact, register, spec_for
 from onnxlrp.ops.elementwise import reduce_to
 from onnxlrp.rules import Product, SoftmaxLayer
@@ -151,14 +150,3 @@ def emit_gather(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict
     mask = b.op("Reshape", [mask, b.const(np.array(broadcast, np.int64))])
     spread = b.op("Unsqueeze", [relevance[0], b.const(np.array([axis], np.int64))])
     return {0: b.op("Mul", [spread, mask])}
-
-
-@register("Cast", zeros="passed")
-def emit_cast(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
-    """A Cast between float types (exporters write float-to-float Casts around attention) keeps
-    the relevance; relevance cannot flow through a Cast to an integer or boolean type."""
-    if ctx.attr(node, "to") not in FLOAT_TYPES:
-        raise UnsupportedModelError(
-            f"node '{node.name}' (Cast): relevance cannot flow through a Cast to a non-float type"
-        )
-    return {0: relevance[0]}
