@@ -14,6 +14,7 @@ constant table): ``source`` is that tensor.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +47,8 @@ class GraphInfo:
     source: str = ""  # where input relevance is reported: input_name, or its embedding lookup's output
     relevant: set[str] = field(default_factory=set)  # computed from the source's values
     symbolic_dims: bool = False  # an input has a symbolic dimension besides the batch
+    # tensor -> its axes whose size follows a symbolic dimension besides the batch (a sequence length)
+    varying: dict[str, set[int]] = field(default_factory=dict)
 
     @property
     def nodes(self) -> list[onnx.NodeProto]:
@@ -60,6 +63,16 @@ class GraphInfo:
         involved), else None."""
         value = self.constants.get(name)
         return self.from_shapes.get(name) if value is None else value
+
+    def require_fixed(self, name: str, axes: Iterable[int], what: str) -> None:
+        """Refuse (one line naming ``what``) when one of ``axes`` of ``name`` has a size that varies
+        with a symbolic dimension (an emitter about to bake the probe's size into the graph)."""
+        varying = sorted(set(self.varying.get(name, ())) & {a % max(len(self.shape(name)), 1) for a in axes})
+        if varying:
+            raise UnsupportedModelError(
+                f"{what}: axis {varying[0]} of '{name}' varies with a symbolic input dimension (a sequence "
+                "length); this op cannot read that size at run time yet. Fix the dimension in the model."
+            )
 
     def shape(self, name: str) -> tuple[int, ...]:
         """Static shape at batch size 1 (the batch dimension reads 1)."""
@@ -183,7 +196,20 @@ def _relevant(info: GraphInfo) -> set[str]:
     return relevant
 
 
-def _probe_feed(model: onnx.ModelProto, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _has_symbolic_dims(model: onnx.ModelProto) -> bool:
+    """Whether an input (not an initializer) has a symbolic dimension besides the batch."""
+    initializers = {init.name for init in model.graph.initializer}
+    return any(
+        not dim.HasField("dim_value") or dim.dim_value <= 0
+        for inp in model.graph.input
+        if inp.name not in initializers
+        for dim in list(inp.type.tensor_type.shape.dim)[1:]
+    )
+
+
+def _probe_feed(
+    model: onnx.ModelProto, rng: np.random.Generator, length: int = PROBE_LENGTH
+) -> dict[str, np.ndarray]:
     initializers = {init.name for init in model.graph.initializer}
     feed = {}
     for inp in model.graph.input:
@@ -195,7 +221,7 @@ def _probe_feed(model: onnx.ModelProto, rng: np.random.Generator) -> dict[str, n
             if dim.HasField("dim_value") and dim.dim_value > 0:
                 dims.append(dim.dim_value)
             else:
-                dims.append(1 if index == 0 else PROBE_LENGTH)
+                dims.append(1 if index == 0 else length)
         dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
         check_size(f"input '{inp.name}'", dims, np.dtype(dtype).itemsize)
         if tensor_type.elem_type in FLOAT_TYPES:
@@ -285,23 +311,32 @@ def analyse(model: onnx.ModelProto, input_name: str | None = None) -> GraphInfo:
         session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
         names = [out.name for out in session.get_outputs()]
         values = session.run(names, {**feed, **weights})
+        symbolic = _has_symbolic_dims(model)
+        # a second probe, one longer, shows which sizes (and shape-derived values) follow the sequence
+        again = _probe_feed(model, np.random.default_rng(0), PROBE_LENGTH + 1) if symbolic else None
+        values_again = session.run(names, {**again, **weights}) if again is not None else None
     except Exception as error:
         raise ModelLoadError(f"onnxruntime cannot run the model: {error}") from None
-    for name, value in zip(names, values, strict=True):
+    for index, (name, value) in enumerate(zip(names, values, strict=True)):
         value = np.asarray(value)
         info.shapes[name] = value.shape
         if name not in info.dynamic:
             info.constants[name] = value
         elif name in shape_derived:
             info.from_shapes[name] = value
+        if values_again is not None:
+            other = np.asarray(values_again[index])
+            if other.shape != value.shape and other.ndim == value.ndim:
+                info.varying[name] = {
+                    axis for axis in range(value.ndim) if other.shape[axis] != value.shape[axis]
+                }
+            if name in info.from_shapes and not np.array_equal(other, value):
+                del info.from_shapes[name]  # it follows the sequence length: not fixed
+    info.symbolic_dims = values_again is not None
     for name, value in feed.items():
         info.shapes[name] = value.shape
-    info.symbolic_dims = any(
-        not dim.HasField("dim_value") or dim.dim_value <= 0
-        for inp in model.graph.input
-        if inp.name in feed
-        for dim in list(inp.type.tensor_type.shape.dim)[1:]
-    )
+        if again is not None and again[name].shape != value.shape:
+            info.varying[name] = {a for a in range(value.ndim) if again[name].shape[a] != value.shape[a]}
     for name, value in info.constants.items():
         info.shapes.setdefault(name, value.shape)
     info.relevant = _relevant(info)

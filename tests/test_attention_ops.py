@@ -144,3 +144,43 @@ def test_where_expand_and_one_position(x):
         column = k % H
         expected[i, -1, column] = y[i, k] if keep[0, 0, column] else 0.0
     np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_sizes_that_follow_the_sequence_are_read_or_refused(rng):
+    """With a symbolic sequence axis, an op whose emitter would bake the probe's length (a mean over
+    the sequence, a Slice along it) is refused by name; one over fixed axes compiles and serves every
+    length."""
+    w = numpy_helper.from_array(rng.standard_normal((H, 3)).astype(np.float32), "w")
+
+    def model(reduce_axis: int) -> onnx.ModelProto:
+        nodes = [
+            helper.make_node("ReduceMean", ["x", "axes"], ["m"], name="mean", keepdims=0),
+            helper.make_node("MatMul", ["m" if reduce_axis == 1 else "mt", "w"], ["y"], name="fc"),
+        ]
+        if reduce_axis == 2:  # mean over hidden, then sum over the sequence by a second reduce
+            nodes[0] = helper.make_node("ReduceMean", ["x", "axes"], ["m0"], name="mean", keepdims=1)
+            nodes.insert(1, helper.make_node("ReduceSum", ["xs", "seq_axis"], ["mt"], keepdims=0))
+            nodes.insert(1, helper.make_node("Mul", ["x", "m0"], ["xs"]))
+        inits = [w, numpy_helper.from_array(np.array([reduce_axis], np.int64), "axes")]
+        inits.append(numpy_helper.from_array(np.array([1], np.int64), "seq_axis"))
+        m = helper.make_model(
+            helper.make_graph(
+                nodes,
+                "g",
+                [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "seq", H])],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+                inits,
+            ),
+            opset_imports=[helper.make_opsetid("", 18)],
+        )
+        m.ir_version = 10
+        return m
+
+    with pytest.raises(onnxlrp.UnsupportedModelError, match=r"'mean' \(ReduceMean\).*symbolic"):
+        onnxlrp.compile(model(1), composite="attnlrp")
+    session = onnxlrp.RelevanceSession(onnxlrp.compile(model(2), composite="cp-lrp"))
+    for length in (3, 11):
+        out = session.run(rng.standard_normal((2, length, H)).astype(np.float32))
+        assert out["relevance"].shape == (2, length, H)
+        # bias-free, x * f(x) taking all: the relevance sums to the explained logit at every length
+        np.testing.assert_allclose(out["relevance"].sum((1, 2)), out["y"].max(-1), rtol=1e-4)

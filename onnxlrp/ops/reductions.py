@@ -50,6 +50,8 @@ def emit_reduce_mean(ctx: EmitContext, node: onnx.NodeProto, relevance: list) ->
     b = ctx.b
     x = node.input[0]
     shape = ctx.info.shape(x)
+    if node.op_type == "ReduceMean":  # its weight 1 / count is baked into the graph
+        ctx.info.require_fixed(x, axes, f"node '{node.name}' (ReduceMean)")
     count = int(np.prod([shape[a] for a in axes]))
     weight = np.array(1.0 if node.op_type == "ReduceSum" else 1.0 / count, np.float32)
     axes_const = b.const(np.array(axes, np.int64))
@@ -78,6 +80,7 @@ def emit_reduce_max(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> 
     x = node.input[0]
     shape = ctx.info.shape(x)
     kept = [a for a in range(1, len(shape)) if a not in axes]
+    ctx.info.require_fixed(x, kept, f"node '{node.name}' ({node.op_type})")
     perm = [0, *kept, *axes]
     moved = x if perm == sorted(perm) else b.op("Transpose", [x], perm=perm)
     groups = [0, *[shape[a] for a in kept]]

@@ -41,6 +41,8 @@ def _axis(ctx: EmitContext, node: onnx.NodeProto, default: int = 0) -> int:
 @register("Concat", data_inputs=None, zeros="passed", facts=("order_preserving", "piecewise_linear"))
 def emit_concat(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     axis = _axis(ctx, node)
+    for name in node.input:
+        ctx.info.require_fixed(name, [axis], f"node '{node.name}' (Concat)")
     sizes = np.array([ctx.info.shape(name)[axis] for name in node.input], np.int64)
     parts = ctx.b.op_multi("Split", [relevance[0], ctx.b.const(sizes)], n_out=len(sizes), axis=axis)
     return {i: part for i, part in enumerate(parts) if node.input[i] in ctx.info.relevant}
@@ -72,6 +74,7 @@ def emit_pad(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
         if given is None:
             raise UnsupportedModelError(f"node '{node.name}' (Pad): axes must be constant")
         axes = [a % rank for a in given.tolist()]
+    ctx.info.require_fixed(node.input[0], range(1, rank), f"node '{node.name}' (Pad)")
     begins = dict(zip(axes, pads[: len(axes)].tolist(), strict=True))
     starts = [begins.get(a, 0) for a in range(1, rank)]
     ends = [begins.get(a, 0) + in_shape[a] for a in range(1, rank)]
@@ -109,6 +112,7 @@ def emit_slice(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     steps = values[3].tolist() if len(values) > 3 and values[3] is not None else [1] * len(starts)
     if any(step != 1 for step in steps):
         raise UnsupportedModelError(f"node '{node.name}' (Slice): only step 1 is supported")
+    ctx.info.require_fixed(node.input[0], axes, f"node '{node.name}' (Slice)")
     pads = [0] * (2 * rank)
     for start, end, axis in zip(starts, ends, axes, strict=True):
         axis %= rank
