@@ -45,7 +45,7 @@ class GraphInfo:
     # values, fixed wherever they do not involve the batch size
     from_shapes: dict[str, np.ndarray] = field(default_factory=dict)
     source: str = ""  # where input relevance is reported: input_name, or its embedding lookup's output
-    relevant: set[str] = field(default_factory=set)  # computed from the source's values
+    relevant: set[str] = field(default_factory=set)  # computed from the source's or float inputs' values
     symbolic_dims: bool = False  # an input has a symbolic dimension besides the batch
     # tensor -> its axes whose size follows a symbolic dimension besides the batch (a sequence length)
     varying: dict[str, set[int]] = field(default_factory=dict)
@@ -188,8 +188,14 @@ def embedding_lookup(model: onnx.ModelProto, ids: str) -> onnx.NodeProto | None:
 
 
 def _relevant(info: GraphInfo) -> set[str]:
-    """Tensors computed from the source's values (not only from its shape)."""
-    relevant = {info.source}
+    """Tensors computed from the values (not only the shapes) of the source or of any float input:
+    relevance can reach them; integer inputs (attention masks) and shapes are context."""
+    initializers = {init.name for init in info.model.graph.initializer}
+    relevant = {info.source} | {
+        inp.name
+        for inp in info.model.graph.input
+        if inp.name not in initializers and inp.type.tensor_type.elem_type in FLOAT_TYPES
+    }
     for node in info.nodes:
         if node.op_type not in SHAPE_OPS and any(name in relevant for name in node.input):
             relevant.update(name for name in node.output if name)

@@ -184,3 +184,37 @@ def test_sizes_that_follow_the_sequence_are_read_or_refused(rng):
         assert out["relevance"].shape == (2, length, H)
         # bias-free, x * f(x) taking all: the relevance sums to the explained logit at every length
         np.testing.assert_allclose(out["relevance"].sum((1, 2)), out["y"].max(-1), rtol=1e-4)
+
+
+def test_a_second_float_input_takes_its_share_an_integer_one_none(rng):
+    """z = x W1 + y W2 + mask-derived offset: the float input y's branch takes its share of z (as in
+    a sum of activations), the branch computed from the integer input (a mask) takes none."""
+    w1, w2 = (rng.standard_normal((4, 3)).astype(np.float32) for _ in range(2))
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["a"]),
+        helper.make_node("MatMul", ["y", "w2"], ["c"]),
+        helper.make_node("Add", ["a", "c"], ["z"]),
+        helper.make_node("Cast", ["m"], ["mf"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["z", "mf"], ["out"]),
+    ]
+    model = helper.make_model(
+        helper.make_graph(
+            nodes,
+            "g",
+            [
+                helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+                helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4]),
+                helper.make_tensor_value_info("m", TensorProto.INT64, ["N", 3]),
+            ],
+            [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3])],
+            [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    model.ir_version = 10
+    x, y = (rng.standard_normal((2, 4)).astype(np.float32) for _ in range(2))
+    feed = {"x": x, "y": y, "m": np.zeros((2, 3), np.int64)}
+    out = onnxlrp.RelevanceSession(onnxlrp.compile(model, rule="lrp0")).run(feed)
+    k = out["out"].argmax(-1)
+    own = (x @ w1)[np.arange(2), k]  # x's contribution to the explained output
+    np.testing.assert_allclose(out["relevance"].sum(-1), own, rtol=1e-5)
