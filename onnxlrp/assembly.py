@@ -234,7 +234,7 @@ def _assemble(
         outputs.append(_value_info(exposed_name(name), shapes[name]))
 
     # the relevance graph is built in the (already copied) forward model: its weights are not copied again
-    graph.node.extend(_needed(b.nodes, {o.name for o in outputs}))
+    graph.node.extend(_needed(b.nodes, {o.name for o in outputs} | set(channel_sources.values())))
     del graph.output[:]
     graph.output.extend(outputs)
     del graph.value_info[:]
