@@ -249,7 +249,7 @@ def _assemble(
     properties = {prop.key: prop.value for prop in model.metadata_props}
     properties[INPUT_PROPERTY] = info.input_name
     if start is None:
-        properties[CLASSES_PROPERTY] = str(info.shape(explained)[1])
+        properties[CLASSES_PROPERTY] = str(info.shape(explained)[-1])  # [N, classes] or [N, seq, classes]
     helper.set_model_props(model, properties)
     model.ir_version = _ir_version(model)
     check_structure(model)
