@@ -197,7 +197,7 @@ def _relevant(info: GraphInfo) -> set[str]:
         if inp.name not in initializers and inp.type.tensor_type.elem_type in FLOAT_TYPES
     }
     for node in info.nodes:
-        if node.op_type not in SHAPE_OPS and any(name in relevant for name in node.input):
+        if node.op_type not in SHAPE_OPS and any(name in relevant for name in node_inputs(node)):
             relevant.update(name for name in node.output if name)
     return relevant
 
