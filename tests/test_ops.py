@@ -236,7 +236,7 @@ def test_average_pool_tiling_windows(kernel, pads, ceil_mode, count_include_pad)
         check_against_reference(model, x, rule, 3)
 
 
-@pytest.mark.parametrize("op_type, routing", [("AveragePool", "Resize"), ("MaxPool", "ConvTranspose")])
+@pytest.mark.parametrize("op_type, routing", [("AveragePool", "Resize"), ("MaxPool", "ArgMax")])
 @pytest.mark.parametrize("shape, kernel", [((2, 3, 9), [2]), ((2, 3, 7, 6, 5), [3, 2, 1])])
 def test_tiling_pools_in_1d_and_3d(op_type, routing, shape, kernel):
     node = pool_node(op_type, kernel, kernel, [0] * 2 * len(kernel), 0)
@@ -287,15 +287,15 @@ def _routing(model: onnx.ModelProto, runtime: str) -> set[str]:
             [3, 3],
             [1, 0, 0, 2],
             1,
-            ("ConvTranspose", "MaxUnpool"),
+            ("Transpose", "MaxUnpool"),
         ),  # padded, ceil mode, stride > kernel
-        ([3, 1], [3, 2], [0, 0, 0, 0], 1, ("ConvTranspose", "MaxUnpool")),
+        ([3, 1], [3, 2], [0, 0, 0, 0], 1, ("Transpose", "MaxUnpool")),
         (
             [3, 3],
             [2, 2],
             [1, 1, 1, 1],
             0,
-            ("ConvTranspose", "ScatterElements"),
+            ("Transpose", "ScatterElements"),
         ),  # overlapping (ResNet's stem)
     ],
 )
@@ -322,7 +322,7 @@ def test_max_pool_routing_with_auto_pad(auto_pad, runtime):
     x = np.random.default_rng(1).uniform(-1, 1, (2, 3, 7, 8)).astype(np.float32)
     x[:, :, :4, :4] = 0.5
     model = model_of([node], x.shape, {})
-    assert ("ConvTranspose" if runtime == "portable" else "MaxUnpool") in _routing(model, runtime)
+    assert ("Transpose" if runtime == "portable" else "MaxUnpool") in _routing(model, runtime)
     check_against_reference(model, x, ("lrp0",), 1, runtime)
 
 

@@ -108,43 +108,66 @@ def _route_square_tiles(ctx: EmitContext, node: onnx.NodeProto, relevance: str, 
 
 def _route_windows(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Windows) -> str:
     """Any windows (overlapping, dilated, padded, any rank): one strided Slice per tap stacks the
-    windows; one-hot ConvTransposes put the routed relevance back."""
+    windows for ArgMax. A tap at offset o = s*q + r (per axis, stride s) puts its share at input row
+    s*(i + q) + r of window i: the shares are shifted by q on the pooled grid (Pad), summed per phase r,
+    and the phases interleaved back (Reshape/Transpose), all at the pooled size."""
     b = ctx.b
     x, y = node.input[0], node.output[0]
     rank = len(w.kernel)
-    channels = ctx.info.shape(x)[1]
+    channels, *in_spatial = ctx.info.shape(x)[1:]
     out = list(ctx.info.shape(y)[2:])
-    taps = int(np.prod(w.kernel))
     padded = _pad(ctx, x, w.pads[:rank], w.pads[rank:], NEGATIVE_INFINITY)
     axes, steps = b.const(np.arange(2, 2 + rank, dtype=np.int64)), b.const(np.array(w.strides, np.int64))
     two = b.const(np.array([2], np.int64))
+    offsets = [
+        [t * d for t, d in zip(tap, w.dilations, strict=True)]
+        for tap in itertools.product(*[range(k) for k in w.kernel])  # row-major
+    ]
     stacked = []
-    for tap in itertools.product(*[range(k) for k in w.kernel]):  # row-major
-        start = [t * d for t, d in zip(tap, w.dilations, strict=True)]
+    for start in offsets:
         end = [s + (o - 1) * st + 1 for s, o, st in zip(start, out, w.strides, strict=True)]
         starts, ends = b.const(np.array(start, np.int64)), b.const(np.array(end, np.int64))
         stacked.append(b.op("Unsqueeze", [b.op("Slice", [padded, starts, ends, axes, steps]), two]))
-    windows = b.op("Concat", stacked, axis=2)  # [N, C, taps, *out]
-    routed = route_to_first_max(ctx, windows, relevance, axis=2, taps=taps, ndim=rank + 3)
-    routed = b.op("Reshape", [routed, b.const(np.array([0, channels * taps, *out], np.int64))])
-    # each tap's relevance to its place with a depthwise one-hot ConvTranspose, then the taps summed
-    # (one group per tap: onnxruntime-web's WebGPU gets grouped ConvTransposes with several input
-    # channels per group wrong for small kernels)
-    one_hot = np.zeros((channels, taps, taps), np.float32)
-    one_hot[:, np.arange(taps), np.arange(taps)] = 1
-    one_hot = one_hot.reshape(channels * taps, 1, *w.kernel)
-    placed = b.op(
-        "ConvTranspose",
-        [routed, b.const(one_hot, "one_hot")],
-        strides=w.strides,
-        dilations=w.dilations,
-        pads=w.pads,
-        group=channels * taps,
-        output_padding=w.output_padding if any(w.output_padding) else None,
-    )
-    in_spatial = list(ctx.info.shape(x)[2:])
-    placed = b.op("Reshape", [placed, b.const(np.array([0, channels, taps, *in_spatial], np.int64))])
-    return b.op("ReduceSum", [placed, two], keepdims=0)
+    first = b.op("ArgMax", [b.op("Concat", stacked, axis=2)], axis=2, keepdims=1)  # [N, C, 1, *out]
+    shares = b.op("Unsqueeze", [relevance, two])
+    zero = b.const(np.array(0, np.float32))
+    reach = [(k - 1) * d // s for k, d, s in zip(w.kernel, w.dilations, w.strides, strict=True)]
+    phases: dict[tuple, list[str]] = {}
+    for tap, offset in enumerate(offsets):
+        share = b.op("Where", [b.op("Equal", [first, b.const(np.array(tap, np.int64))]), shares, zero])
+        q = [o // s for o, s in zip(offset, w.strides, strict=True)]
+        r = tuple(o % s for o, s in zip(offset, w.strides, strict=True))
+        shifted = _pad(ctx, share, [0, *q], [0, *[m - v for m, v in zip(reach, q, strict=True)]])
+        phases.setdefault(r, []).append(shifted)
+    summed = {r: terms[0] if len(terms) == 1 else b.op("Sum", terms) for r, terms in phases.items()}
+    grid = [(o + m) for o, m in zip(out, reach, strict=True)]  # pooled rows each phase covers
+    if len(summed) == 1 and all(s == 1 for s in w.strides):
+        placed = b.op("Squeeze", [next(iter(summed.values())), two])
+    else:
+        some = next(iter(summed.values()))
+        empty = None
+        parts = []
+        for r in itertools.product(*[range(s) for s in w.strides]):
+            if r not in summed and empty is None:
+                zeros = b.const(np.zeros([1] * (rank + 3), np.float32), "zeros")
+                empty = b.op("Expand", [zeros, b.op("Shape", [some])])
+            parts.append(summed.get(r, empty))
+        # [N, C, s_1 ... s_R, U_1 ... U_R] -> [N, C, U_1, s_1, ..., U_R, s_R] -> [N, C, U_1 s_1, ...]
+        phased = b.op(
+            "Reshape",
+            [b.op("Concat", parts, axis=2), b.const(np.array([0, channels, *w.strides, *grid], np.int64))],
+        )
+        perm = [0, 1, *itertools.chain.from_iterable((2 + rank + d, 2 + d) for d in range(rank))]
+        interleaved = b.op("Transpose", [phased], perm=perm)
+        covered = [u * s for u, s in zip(grid, w.strides, strict=True)]
+        placed = b.op("Reshape", [interleaved, b.const(np.array([0, channels, *covered], np.int64))])
+    covered = [u * s for u, s in zip(grid, w.strides, strict=True)]
+    begin = w.pads[:rank]
+    ends = [min(c, p + i) for c, p, i in zip(covered, begin, in_spatial, strict=True)]
+    if any(begin) or ends != covered:
+        placed = _crop(ctx, placed, begin, ends)
+    uncovered = [i - (e - s) for i, s, e in zip(in_spatial, begin, ends, strict=True)]
+    return _pad(ctx, placed, [0] * rank, uncovered)
 
 
 def _route_by_indices(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Windows) -> str:
