@@ -287,7 +287,7 @@ def _routing(model: onnx.ModelProto, runtime: str) -> set[str]:
             [3, 3],
             [1, 0, 0, 2],
             1,
-            ("Transpose", "MaxUnpool"),
+            ("DepthToSpace", "MaxUnpool"),
         ),  # padded, ceil mode, stride > kernel
         ([3, 1], [3, 2], [0, 0, 0, 0], 1, ("Transpose", "MaxUnpool")),
         (
@@ -295,7 +295,7 @@ def _routing(model: onnx.ModelProto, runtime: str) -> set[str]:
             [2, 2],
             [1, 1, 1, 1],
             0,
-            ("Transpose", "ScatterElements"),
+            ("DepthToSpace", "ScatterElements"),
         ),  # overlapping (ResNet's stem)
     ],
 )

@@ -117,50 +117,54 @@ def _route_windows(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Wi
     channels, *in_spatial = ctx.info.shape(x)[1:]
     out = list(ctx.info.shape(y)[2:])
     padded = _pad(ctx, x, w.pads[:rank], w.pads[rank:], NEGATIVE_INFINITY)
-    axes, steps = b.const(np.arange(2, 2 + rank, dtype=np.int64)), b.const(np.array(w.strides, np.int64))
-    two = b.const(np.array([2], np.int64))
+    one = b.const(np.array([1], np.int64))
     offsets = [
         [t * d for t, d in zip(tap, w.dilations, strict=True)]
         for tap in itertools.product(*[range(k) for k in w.kernel])  # row-major
     ]
+    extent = [p + i + e for p, i, e in zip(w.pads[:rank], in_spatial, w.pads[rank:], strict=True)]
+    phases_in: dict[tuple, str] = {}
     stacked = []
-    for start in offsets:
-        end = [s + (o - 1) * st + 1 for s, o, st in zip(start, out, w.strides, strict=True)]
-        starts, ends = b.const(np.array(start, np.int64)), b.const(np.array(end, np.int64))
-        stacked.append(b.op("Unsqueeze", [b.op("Slice", [padded, starts, ends, axes, steps]), two]))
-    first = b.op("ArgMax", [b.op("Concat", stacked, axis=2)], axis=2, keepdims=1)  # [N, C, 1, *out]
-    shares = b.op("Unsqueeze", [relevance, two])
-    zero = b.const(np.array(0, np.float32))
+    for offset in offsets:
+        q = [o // s for o, s in zip(offset, w.strides, strict=True)]
+        r = tuple(o % s for o, s in zip(offset, w.strides, strict=True))
+        if r not in phases_in:  # x's rows r, r + s, ...: a kernel-1 AveragePool subsamples exactly
+            shifted = _crop(ctx, padded, list(r), extent) if any(r) else padded
+            unit = {"kernel_shape": [1] * rank, "strides": w.strides}
+            phases_in[r] = (
+                b.op("AveragePool", [shifted], **unit) if any(s > 1 for s in w.strides) else shifted
+            )
+        tap = _crop(ctx, phases_in[r], q, [v + o for v, o in zip(q, out, strict=True)])
+        stacked.append(b.op("Unsqueeze", [tap, one]))
+    first = b.op("ArgMax", [b.op("Concat", stacked, axis=1)], axis=1, keepdims=1)  # [N, 1, C, *out]
+    shares = b.op("Unsqueeze", [relevance, one])
     reach = [(k - 1) * d // s for k, d, s in zip(w.kernel, w.dilations, w.strides, strict=True)]
     phases: dict[tuple, list[str]] = {}
     for tap, offset in enumerate(offsets):
-        share = b.op("Where", [b.op("Equal", [first, b.const(np.array(tap, np.int64))]), shares, zero])
+        won = b.op("Equal", [first, b.const(np.array(tap, np.int64))])
+        share = b.op("Mul", [b.op("Cast", [won], to=onnx.TensorProto.FLOAT), shares])
         q = [o // s for o, s in zip(offset, w.strides, strict=True)]
         r = tuple(o % s for o, s in zip(offset, w.strides, strict=True))
         shifted = _pad(ctx, share, [0, *q], [0, *[m - v for m, v in zip(reach, q, strict=True)]])
         phases.setdefault(r, []).append(shifted)
     summed = {r: terms[0] if len(terms) == 1 else b.op("Sum", terms) for r, terms in phases.items()}
-    grid = [(o + m) for o, m in zip(out, reach, strict=True)]  # pooled rows each phase covers
-    if len(summed) == 1 and all(s == 1 for s in w.strides):
-        placed = b.op("Squeeze", [next(iter(summed.values())), two])
-    else:
-        some = next(iter(summed.values()))
-        empty = None
-        parts = []
-        for r in itertools.product(*[range(s) for s in w.strides]):
-            if r not in summed and empty is None:
-                zeros = b.const(np.zeros([1] * (rank + 3), np.float32), "zeros")
-                empty = b.op("Expand", [zeros, b.op("Shape", [some])])
-            parts.append(summed.get(r, empty))
-        # [N, C, s_1 ... s_R, U_1 ... U_R] -> [N, C, U_1, s_1, ..., U_R, s_R] -> [N, C, U_1 s_1, ...]
-        phased = b.op(
-            "Reshape",
-            [b.op("Concat", parts, axis=2), b.const(np.array([0, channels, *w.strides, *grid], np.int64))],
-        )
-        perm = [0, 1, *itertools.chain.from_iterable((2 + rank + d, 2 + d) for d in range(rank))]
-        interleaved = b.op("Transpose", [phased], perm=perm)
+    grid = [(o + m) for o, m in zip(out, reach, strict=True)]  # the pooled rows a phase covers
+    parts = []
+    for r in itertools.product(*[range(s) for s in w.strides]):  # row-major: DepthToSpace's DCR order
+        if r not in summed:  # no tap lands there (stride > kernel)
+            zeros = b.const(np.zeros([1] * (rank + 3), np.float32), "zeros")
+            summed[r] = b.op("Expand", [zeros, b.op("Shape", [next(iter(summed.values()))])])
+        parts.append(summed[r])
+    phased = b.op("Concat", parts, axis=1) if len(parts) > 1 else parts[0]  # [N, S, C, *grid]
+    if rank == 2 and w.strides[0] == w.strides[1]:
+        flat = b.op("Reshape", [phased, b.const(np.array([0, -1, *grid], np.int64))])
+        placed = b.op("DepthToSpace", [flat], blocksize=w.strides[0], mode="DCR") if len(parts) > 1 else flat
+    else:  # [N, s_1 ... s_R, C, U_1 ... U_R] -> [N, C, U_1, s_1, ..., U_R, s_R] -> [N, C, U_1 s_1, ...]
+        split = b.op("Reshape", [phased, b.const(np.array([0, *w.strides, channels, *grid], np.int64))])
+        perm = [0, 1 + rank, *itertools.chain.from_iterable((2 + rank + d, 1 + d) for d in range(rank))]
         covered = [u * s for u, s in zip(grid, w.strides, strict=True)]
-        placed = b.op("Reshape", [interleaved, b.const(np.array([0, channels, *covered], np.int64))])
+        shape = b.const(np.array([0, channels, *covered], np.int64))
+        placed = b.op("Reshape", [b.op("Transpose", [split], perm=perm), shape])
     covered = [u * s for u, s in zip(grid, w.strides, strict=True)]
     begin = w.pads[:rank]
     ends = [min(c, p + i) for c, p, i in zip(covered, begin, in_spatial, strict=True)]
