@@ -71,11 +71,14 @@ def _pad(ctx: EmitContext, x: str, begin: list, end: list, value: np.ndarray | N
     return b.op("Pad", [x, pads] + ([b.const(value, "pad_value")] if value is not None else []))
 
 
-def _crop(ctx: EmitContext, x: str, starts: list, ends: list) -> str:
-    """x[:, :, starts[0]:ends[0], starts[1]:ends[1], ...]."""
+def _crop(ctx: EmitContext, x: str, starts: list, ends: list, steps: list | None = None) -> str:
+    """x[:, :, starts[0]:ends[0]:steps[0], starts[1]:ends[1]:steps[1], ...]."""
     b = ctx.b
     axes = np.arange(2, 2 + len(starts), dtype=np.int64)
     bounds = [b.const(np.array(v, np.int64)) for v in (starts, ends)]
+    if steps is not None and any(s != 1 for s in steps):
+        bounds.append(b.const(axes))
+        return b.op("Slice", [x, *bounds, b.const(np.array(steps, np.int64))])
     return b.op("Slice", [x, *bounds, b.const(axes)])
 
 
@@ -128,12 +131,8 @@ def _route_windows(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Wi
     for offset in offsets:
         q = [o // s for o, s in zip(offset, w.strides, strict=True)]
         r = tuple(o % s for o, s in zip(offset, w.strides, strict=True))
-        if r not in phases_in:  # x's rows r, r + s, ...: a kernel-1 AveragePool subsamples exactly
-            shifted = _crop(ctx, padded, list(r), extent) if any(r) else padded
-            unit = {"kernel_shape": [1] * rank, "strides": w.strides}
-            phases_in[r] = (
-                b.op("AveragePool", [shifted], **unit) if any(s > 1 for s in w.strides) else shifted
-            )
+        if r not in phases_in:  # the padded input's rows r, r + s, ...
+            phases_in[r] = _crop(ctx, padded, list(r), extent, w.strides)
         tap = _crop(ctx, phases_in[r], q, [v + o for v, o in zip(q, out, strict=True)])
         stacked.append(b.op("Unsqueeze", [tap, one]))
     first = b.op("ArgMax", [b.op("Concat", stacked, axis=1)], axis=1, keepdims=1)  # [N, 1, C, *out]
