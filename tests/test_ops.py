@@ -279,31 +279,31 @@ def _routing(model: onnx.ModelProto, runtime: str) -> set[str]:
 @pytest.mark.parametrize(
     "kernel, strides, pads, ceil_mode, routing",
     [
-        ([2, 2], [2, 2], [0, 0, 0, 0], 0, ("DepthToSpace", "MaxUnpool")),
-        ([2, 2], [2, 2], [1, 0, 1, 1], 1, ("DepthToSpace", "MaxUnpool")),  # padded square tiles, ceil mode
-        ([3, 3], [3, 3], [1, 1, 2, 2], 1, ("DepthToSpace", "MaxUnpool")),
+        ([2, 2], [2, 2], [0, 0, 0, 0], 0, ("Transpose", "MaxUnpool")),
+        ([2, 2], [2, 2], [1, 0, 1, 1], 1, ("Transpose", "MaxUnpool")),  # padded square tiles, ceil mode
+        ([3, 3], [3, 3], [1, 1, 2, 2], 1, ("Transpose", "MaxUnpool")),
         (
             [2, 3],
             [3, 3],
             [1, 0, 0, 2],
             1,
-            ("DepthToSpace", "MaxUnpool"),
+            ("Concat", "MaxUnpool"),
         ),  # padded, ceil mode, stride > kernel
-        ([3, 1], [3, 2], [0, 0, 0, 0], 1, ("Transpose", "MaxUnpool")),
+        ([3, 1], [3, 2], [0, 0, 0, 0], 1, ("Concat", "MaxUnpool")),
         (
             [3, 3],
             [2, 2],
             [1, 1, 1, 1],
             0,
-            ("DepthToSpace", "ScatterElements"),
+            ("Concat", "ScatterElements"),
         ),  # overlapping (ResNet's stem)
     ],
 )
 def test_max_pool_routing(kernel, strides, pads, ceil_mode, routing, runtime):
-    """Portable graphs stack each window's taps (SpaceToDepth for square tiles, strided Slices
-    otherwise) and take ArgMax's first maximum; runtime="onnxruntime" routes MaxPool's Indices with
-    MaxUnpool (disjoint windows) or ScatterElements (overlapping). All give the reference's
-    winner-take-all, ties to the first maximum."""
+    """Portable graphs stack each window's taps on the last axis (Reshape/Transpose for tiles, a
+    Concat of Slices otherwise) and take ArgMax's first maximum; runtime="onnxruntime" routes
+    MaxPool's Indices with MaxUnpool (disjoint windows) or ScatterElements (overlapping). All give
+    the reference's winner-take-all, ties to the first maximum."""
     node = pool_node("MaxPool", kernel, strides, pads, ceil_mode)
     rng = np.random.default_rng(7)
     x = rng.uniform(-1, 1, (2, 3, 8, 7)).astype(np.float32)

@@ -41,9 +41,8 @@ def emit_maxpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dic
     w = Windows(kernel, *conv_geometry(ctx, node, node.input[0], node.output[0], kernel))
     if ctx.runtime == "onnxruntime":
         return {0: _route_by_indices(ctx, node, relevance[0], w)}
-    square_tiles = len(kernel) == 2 and kernel[0] == kernel[1] == w.strides[0] == w.strides[1]
-    if square_tiles and w.dilations == [1, 1]:
-        return {0: _route_square_tiles(ctx, node, relevance[0], w)}
+    if w.strides == kernel and all(d == 1 for d in w.dilations):
+        return {0: _route_tiles(ctx, node, relevance[0], w)}
     return {0: _route_windows(ctx, node, relevance[0], w)}
 
 
@@ -63,7 +62,7 @@ def route_to_first_max(
 
 
 def _pad(ctx: EmitContext, x: str, begin: list, end: list, value: np.ndarray | None = None) -> str:
-    """Pad the spatial axes of x (zeros, or the scalar `value`)."""
+    """Pad the axes of x after the first two (zeros, or the scalar `value`)."""
     if not any(begin) and not any(end):
         return x
     b = ctx.b
@@ -74,103 +73,122 @@ def _pad(ctx: EmitContext, x: str, begin: list, end: list, value: np.ndarray | N
 def _crop(ctx: EmitContext, x: str, starts: list, ends: list, steps: list | None = None) -> str:
     """x[:, :, starts[0]:ends[0]:steps[0], starts[1]:ends[1]:steps[1], ...]."""
     b = ctx.b
-    axes = np.arange(2, 2 + len(starts), dtype=np.int64)
+    axes = b.const(np.arange(2, 2 + len(starts), dtype=np.int64))
     bounds = [b.const(np.array(v, np.int64)) for v in (starts, ends)]
     if steps is not None and any(s != 1 for s in steps):
-        bounds.append(b.const(axes))
-        return b.op("Slice", [x, *bounds, b.const(np.array(steps, np.int64))])
-    return b.op("Slice", [x, *bounds, b.const(axes)])
+        return b.op("Slice", [x, *bounds, axes, b.const(np.array(steps, np.int64))])
+    return b.op("Slice", [x, *bounds, axes])
 
 
-def _route_square_tiles(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Windows) -> str:
-    """Windows that tile the (padded) input, k x k with stride k: SpaceToDepth stacks each window's
-    taps in row-major order, DepthToSpace puts the routed relevance back."""
+def _transpose(ctx: EmitContext, x: str, perm: list) -> str:
+    return x if perm == sorted(perm) else ctx.b.op("Transpose", [x], perm=perm)
+
+
+def _blocks_last(ctx: EmitContext, x: str, channels: int, grid: list, blocks: list) -> str:
+    """[N, C, g_1 b_1, ..., g_R b_R] -> [N, C, g_1, ..., g_R, b_1 ... b_R] (each block's values, row-major,
+    on the last axis). The 2-D Transpose swaps two middle axes and keeps the last: a cheap copy, unlike
+    SpaceToDepth/DepthToSpace, which move single values."""
     b = ctx.b
+    rank = len(grid)
+    split = [channels, *itertools.chain.from_iterable(zip(grid, blocks, strict=True))]
+    perm = [0, 1, *range(2, 2 + 2 * rank, 2), *range(3, 3 + 2 * rank, 2)]
+    moved = _transpose(ctx, b.op("Reshape", [x, b.const(np.array([0, *split], np.int64))]), perm)
+    return b.op("Reshape", [moved, b.const(np.array([0, channels, *grid, int(np.prod(blocks))], np.int64))])
+
+
+def _blocks_back(ctx: EmitContext, x: str, channels: int, grid: list, blocks: list) -> str:
+    """The inverse of `_blocks_last`."""
+    b = ctx.b
+    rank = len(grid)
+    perm = [0, 1, *itertools.chain.from_iterable((2 + d, 2 + rank + d) for d in range(rank))]
+    moved = b.op("Reshape", [x, b.const(np.array([0, channels, *grid, *blocks], np.int64))])
+    covered = [g * k for g, k in zip(grid, blocks, strict=True)]
+    return b.op(
+        "Reshape",
+        [_transpose(ctx, moved, perm), b.const(np.array([0, channels, *covered], np.int64))],
+    )
+
+
+def _place(ctx: EmitContext, placed: str, begin: list, covered: list, in_spatial: list) -> str:
+    """Relevance on the padded grid [N, C, *covered] -> on x: the pads cropped, zeros where no window
+    reaches."""
+    rank = len(in_spatial)
+    ends = [min(c, p + i) for c, p, i in zip(covered, begin, in_spatial, strict=True)]
+    if any(begin) or ends != covered:
+        placed = _crop(ctx, placed, begin, ends)
+    uncovered = [i - (e - s) for i, s, e in zip(in_spatial, begin, ends, strict=True)]
+    return _pad(ctx, placed, [0] * rank, uncovered)
+
+
+def _route_tiles(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Windows) -> str:
+    """Windows that tile the (padded) input, stride = kernel: each window's taps, row-major, moved to
+    the last axis for ArgMax, and the routed relevance moved back."""
     x, y = node.input[0], node.output[0]
     channels, *in_spatial = ctx.info.shape(x)[1:]
     out = list(ctx.info.shape(y)[2:])
-    k = w.kernel[0]
-    covered = [o * k for o in out]
-    begin = w.pads[:2]
+    rank = len(out)
+    covered = [o * k for o, k in zip(out, w.kernel, strict=True)]
+    begin = w.pads[:rank]
     end = [max(0, c - p - i) for c, p, i in zip(covered, begin, in_spatial, strict=True)]
     grid = _pad(ctx, x, begin, end, NEGATIVE_INFINITY)
     extent = [p + i + e for p, i, e in zip(begin, in_spatial, end, strict=True)]
     if extent != covered:  # floor mode: the last rows/columns are in no window
-        grid = _crop(ctx, grid, [0, 0], covered)
-    stacked = b.op("SpaceToDepth", [grid], blocksize=k)  # [N, k*k*C, Ho, Wo], channel = tap * C + c
-    windows = b.op("Reshape", [stacked, b.const(np.array([0, k * k, channels, *out], np.int64))])
-    routed = route_to_first_max(ctx, windows, relevance, axis=1, taps=k * k, ndim=5)
-    routed = b.op("Reshape", [routed, b.const(np.array([0, k * k * channels, *out], np.int64))])
-    placed = b.op("DepthToSpace", [routed], blocksize=k, mode="DCR")  # on the covered grid
-    ends = [min(c, p + i) for c, p, i in zip(covered, begin, in_spatial, strict=True)]
-    if begin != [0, 0] or ends != covered:
-        placed = _crop(ctx, placed, begin, ends)
-    uncovered = [i - (e - s) for i, s, e in zip(in_spatial, begin, ends, strict=True)]
-    return _pad(ctx, placed, [0, 0], uncovered)
+        grid = _crop(ctx, grid, [0] * rank, covered)
+    windows = _blocks_last(ctx, grid, channels, out, w.kernel)
+    taps = int(np.prod(w.kernel))
+    routed = route_to_first_max(ctx, windows, relevance, axis=rank + 2, taps=taps, ndim=rank + 3)
+    placed = _blocks_back(ctx, routed, channels, out, w.kernel)
+    return _place(ctx, placed, begin, covered, in_spatial)
 
 
 def _route_windows(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Windows) -> str:
-    """Any windows (overlapping, dilated, padded, any rank): one strided Slice per tap stacks the
-    windows for ArgMax. A tap at offset o = s*q + r (per axis, stride s) puts its share at input row
-    s*(i + q) + r of window i: the shares are shifted by q on the pooled grid (Pad), summed per phase r,
-    and the phases interleaved back (Reshape/Transpose), all at the pooled size."""
+    """Any windows (overlapping, dilated, padded, any rank). A tap at offset o = s*q + r (per axis,
+    stride s) reads the padded input's phase r (rows r, r + s, ...: one strided Slice per phase)
+    from pooled row q on; the taps, row-major on the last axis, give ArgMax's first maximum. Each
+    tap's share goes back shifted by q (Pad), summed per phase, and the phases are interleaved into
+    the input's rows, all at the pooled size."""
     b = ctx.b
     x, y = node.input[0], node.output[0]
     rank = len(w.kernel)
     channels, *in_spatial = ctx.info.shape(x)[1:]
     out = list(ctx.info.shape(y)[2:])
     padded = _pad(ctx, x, w.pads[:rank], w.pads[rank:], NEGATIVE_INFINITY)
-    one = b.const(np.array([1], np.int64))
-    offsets = [
-        [t * d for t, d in zip(tap, w.dilations, strict=True)]
-        for tap in itertools.product(*[range(k) for k in w.kernel])  # row-major
-    ]
     extent = [p + i + e for p, i, e in zip(w.pads[:rank], in_spatial, w.pads[rank:], strict=True)]
-    phases_in: dict[tuple, str] = {}
-    stacked = []
-    for offset in offsets:
+    last = b.const(np.array([-1], np.int64))
+    phase_of: dict[tuple, str] = {}
+    taps, stacked = [], []
+    for tap in itertools.product(*[range(k) for k in w.kernel]):  # row-major
+        offset = [t * d for t, d in zip(tap, w.dilations, strict=True)]
         q = [o // s for o, s in zip(offset, w.strides, strict=True)]
         r = tuple(o % s for o, s in zip(offset, w.strides, strict=True))
-        if r not in phases_in:  # the padded input's rows r, r + s, ...
-            phases_in[r] = _crop(ctx, padded, list(r), extent, w.strides)
-        tap = _crop(ctx, phases_in[r], q, [v + o for v, o in zip(q, out, strict=True)])
-        stacked.append(b.op("Unsqueeze", [tap, one]))
-    first = b.op("ArgMax", [b.op("Concat", stacked, axis=1)], axis=1, keepdims=1)  # [N, 1, C, *out]
-    shares = b.op("Unsqueeze", [relevance, one])
+        if r not in phase_of:
+            phase_of[r] = _crop(ctx, padded, list(r), extent, w.strides)
+        crop = _crop(ctx, phase_of[r], q, [v + o for v, o in zip(q, out, strict=True)])
+        stacked.append(b.op("Unsqueeze", [crop, last]))
+        taps.append((q, r))
+    first = b.op("ArgMax", [b.op("Concat", stacked, axis=-1)], axis=-1, keepdims=1)  # [N, C, *out, 1]
+    shares = b.op("Unsqueeze", [relevance, last])
     reach = [(k - 1) * d // s for k, d, s in zip(w.kernel, w.dilations, w.strides, strict=True)]
     phases: dict[tuple, list[str]] = {}
-    for tap, offset in enumerate(offsets):
-        won = b.op("Equal", [first, b.const(np.array(tap, np.int64))])
-        share = b.op("Mul", [b.op("Cast", [won], to=onnx.TensorProto.FLOAT), shares])
-        q = [o // s for o, s in zip(offset, w.strides, strict=True)]
-        r = tuple(o % s for o, s in zip(offset, w.strides, strict=True))
-        shifted = _pad(ctx, share, [0, *q], [0, *[m - v for m, v in zip(reach, q, strict=True)]])
-        phases.setdefault(r, []).append(shifted)
+    for index, (q, r) in enumerate(taps):
+        won = b.op(
+            "Cast", [b.op("Equal", [first, b.const(np.array(index, np.int64))])], to=onnx.TensorProto.FLOAT
+        )
+        share = b.op("Mul", [won, shares])
+        rest = [m - v for m, v in zip(reach, q, strict=True)]
+        phases.setdefault(r, []).append(_pad(ctx, share, [*q, 0], [*rest, 0]))
     summed = {r: terms[0] if len(terms) == 1 else b.op("Sum", terms) for r, terms in phases.items()}
-    grid = [(o + m) for o, m in zip(out, reach, strict=True)]  # the pooled rows a phase covers
+    grid = [o + m for o, m in zip(out, reach, strict=True)]  # the pooled rows each phase spans
     parts = []
-    for r in itertools.product(*[range(s) for s in w.strides]):  # row-major: DepthToSpace's DCR order
-        if r not in summed:  # no tap lands there (stride > kernel)
+    for r in itertools.product(*[range(s) for s in w.strides]):  # row-major, as _blocks_back reads
+        if r not in summed:  # no tap lands in this phase (stride > kernel)
             zeros = b.const(np.zeros([1] * (rank + 3), np.float32), "zeros")
             summed[r] = b.op("Expand", [zeros, b.op("Shape", [next(iter(summed.values()))])])
         parts.append(summed[r])
-    phased = b.op("Concat", parts, axis=1) if len(parts) > 1 else parts[0]  # [N, S, C, *grid]
-    if rank == 2 and w.strides[0] == w.strides[1]:
-        flat = b.op("Reshape", [phased, b.const(np.array([0, -1, *grid], np.int64))])
-        placed = b.op("DepthToSpace", [flat], blocksize=w.strides[0], mode="DCR") if len(parts) > 1 else flat
-    else:  # [N, s_1 ... s_R, C, U_1 ... U_R] -> [N, C, U_1, s_1, ..., U_R, s_R] -> [N, C, U_1 s_1, ...]
-        split = b.op("Reshape", [phased, b.const(np.array([0, *w.strides, channels, *grid], np.int64))])
-        perm = [0, 1 + rank, *itertools.chain.from_iterable((2 + rank + d, 1 + d) for d in range(rank))]
-        covered = [u * s for u, s in zip(grid, w.strides, strict=True)]
-        shape = b.const(np.array([0, channels, *covered], np.int64))
-        placed = b.op("Reshape", [b.op("Transpose", [split], perm=perm), shape])
-    covered = [u * s for u, s in zip(grid, w.strides, strict=True)]
-    begin = w.pads[:rank]
-    ends = [min(c, p + i) for c, p, i in zip(covered, begin, in_spatial, strict=True)]
-    if any(begin) or ends != covered:
-        placed = _crop(ctx, placed, begin, ends)
-    uncovered = [i - (e - s) for i, s, e in zip(in_spatial, begin, ends, strict=True)]
-    return _pad(ctx, placed, [0] * rank, uncovered)
+    phased = b.op("Concat", parts, axis=-1) if len(parts) > 1 else parts[0]  # [N, C, *grid, S]
+    placed = _blocks_back(ctx, phased, channels, grid, w.strides)
+    covered = [g * s for g, s in zip(grid, w.strides, strict=True)]
+    return _place(ctx, placed, w.pads[:rank], covered, in_spatial)
 
 
 def _route_by_indices(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Windows) -> str:
