@@ -120,9 +120,25 @@ def _place(ctx: EmitContext, placed: str, begin: list, covered: list, in_spatial
     return _pad(ctx, placed, [0] * rank, uncovered)
 
 
+def _shares(ctx: EmitContext, first: str, relevance: str, taps: int) -> list[str]:
+    """Each tap's share of the relevance, [N, C, *out, 1]: all of it where the tap is its window's
+    first maximum (`first`, ArgMax's tap index per window), zero elsewhere. One Equal/Mul per tap on
+    same-shaped tensors: onnxruntime's broadcasting along a short last axis is slow."""
+    b = ctx.b
+    last = b.const(np.array([-1], np.int64))
+    shares = []
+    for tap in range(taps):
+        won = b.op(
+            "Cast", [b.op("Equal", [first, b.const(np.array(tap, np.int64))])], to=onnx.TensorProto.FLOAT
+        )
+        shares.append(b.op("Unsqueeze", [b.op("Mul", [won, relevance]), last]))
+    return shares
+
+
 def _route_tiles(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Windows) -> str:
     """Windows that tile the (padded) input, stride = kernel: each window's taps, row-major, moved to
     the last axis for ArgMax, and the routed relevance moved back."""
+    b = ctx.b
     x, y = node.input[0], node.output[0]
     channels, *in_spatial = ctx.info.shape(x)[1:]
     out = list(ctx.info.shape(y)[2:])
@@ -134,9 +150,8 @@ def _route_tiles(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Wind
     extent = [p + i + e for p, i, e in zip(begin, in_spatial, end, strict=True)]
     if extent != covered:  # floor mode: the last rows/columns are in no window
         grid = _crop(ctx, grid, [0] * rank, covered)
-    windows = _blocks_last(ctx, grid, channels, out, w.kernel)
-    taps = int(np.prod(w.kernel))
-    routed = route_to_first_max(ctx, windows, relevance, axis=rank + 2, taps=taps, ndim=rank + 3)
+    first = b.op("ArgMax", [_blocks_last(ctx, grid, channels, out, w.kernel)], axis=-1, keepdims=0)
+    routed = b.op("Concat", _shares(ctx, first, relevance, int(np.prod(w.kernel))), axis=-1)
     placed = _blocks_back(ctx, routed, channels, out, w.kernel)
     return _place(ctx, placed, begin, covered, in_spatial)
 
@@ -154,7 +169,7 @@ def _route_windows(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Wi
     out = list(ctx.info.shape(y)[2:])
     padded = _pad(ctx, x, w.pads[:rank], w.pads[rank:], NEGATIVE_INFINITY)
     extent = [p + i + e for p, i, e in zip(w.pads[:rank], in_spatial, w.pads[rank:], strict=True)]
-    last = b.const(np.array([-1], np.int64))
+    one, last = b.const(np.array([1], np.int64)), b.const(np.array([-1], np.int64))
     phase_of: dict[tuple, str] = {}
     taps, stacked = [], []
     for tap in itertools.product(*[range(k) for k in w.kernel]):  # row-major
@@ -164,27 +179,22 @@ def _route_windows(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Wi
         if r not in phase_of:
             phase_of[r] = _crop(ctx, padded, list(r), extent, w.strides)
         crop = _crop(ctx, phase_of[r], q, [v + o for v, o in zip(q, out, strict=True)])
-        stacked.append(b.op("Unsqueeze", [crop, last]))
+        stacked.append(b.op("Unsqueeze", [crop, one]))
         taps.append((q, r))
-    first = b.op("ArgMax", [b.op("Concat", stacked, axis=-1)], axis=-1, keepdims=1)  # [N, C, *out, 1]
-    shares = b.op("Unsqueeze", [relevance, last])
+    first = b.op("ArgMax", [b.op("Concat", stacked, axis=1)], axis=1, keepdims=0)  # [N, C, *out]
     reach = [(k - 1) * d // s for k, d, s in zip(w.kernel, w.dilations, w.strides, strict=True)]
     phases: dict[tuple, list[str]] = {}
-    for index, (q, r) in enumerate(taps):
-        won = b.op(
-            "Cast", [b.op("Equal", [first, b.const(np.array(index, np.int64))])], to=onnx.TensorProto.FLOAT
-        )
-        share = b.op("Mul", [won, shares])
+    for (q, r), share in zip(taps, _shares(ctx, first, relevance, len(taps)), strict=True):
         rest = [m - v for m, v in zip(reach, q, strict=True)]
-        phases.setdefault(r, []).append(_pad(ctx, share, [*q, 0], [*rest, 0]))
+        phases.setdefault(r, []).append(_pad(ctx, b.op("Squeeze", [share, last]), q, rest))
     summed = {r: terms[0] if len(terms) == 1 else b.op("Sum", terms) for r, terms in phases.items()}
     grid = [o + m for o, m in zip(out, reach, strict=True)]  # the pooled rows each phase spans
     parts = []
     for r in itertools.product(*[range(s) for s in w.strides]):  # row-major, as _blocks_back reads
         if r not in summed:  # no tap lands in this phase (stride > kernel)
-            zeros = b.const(np.zeros([1] * (rank + 3), np.float32), "zeros")
+            zeros = b.const(np.zeros([1] * (rank + 2), np.float32), "zeros")
             summed[r] = b.op("Expand", [zeros, b.op("Shape", [next(iter(summed.values()))])])
-        parts.append(summed[r])
+        parts.append(b.op("Unsqueeze", [summed[r], last]))
     phased = b.op("Concat", parts, axis=-1) if len(parts) > 1 else parts[0]  # [N, C, *grid, S]
     placed = _blocks_back(ctx, phased, channels, grid, w.strides)
     covered = [g * s for g, s in zip(grid, w.strides, strict=True)]
