@@ -1,9 +1,9 @@
 """Max pooling is winner-take-all: each window's relevance goes to its first maximum in row-major
 order (onnxruntime's `Indices`, PyTorch's gradient and zennit agree).
 
-The default graph finds the winners with operators every runtime implements (Slice, ArgMax, Equal,
-SpaceToDepth/DepthToSpace, depthwise ConvTranspose, ReduceSum): a window's taps, stacked in
-row-major order, give ArgMax's first maximum. `runtime="onnxruntime"` routes through MaxPool's
+The default graph finds the winners with operators every runtime implements (Slice, Pad,
+Reshape/Transpose, Concat, ArgMax, Equal, Sum): a window's taps, stacked in row-major order, give
+ArgMax's first maximum. `runtime="onnxruntime"` routes through MaxPool's
 `Indices` output with MaxUnpool/ScatterElements instead, which only onnxruntime (CPU) implements.
 """
 
@@ -121,17 +121,14 @@ def _place(ctx: EmitContext, placed: str, begin: list, covered: list, in_spatial
 
 
 def _shares(ctx: EmitContext, first: str, relevance: str, taps: int) -> list[str]:
-    """Each tap's share of the relevance, [N, C, *out, 1]: all of it where the tap is its window's
-    first maximum (`first`, ArgMax's tap index per window), zero elsewhere. One Equal/Mul per tap on
-    same-shaped tensors: onnxruntime's broadcasting along a short last axis is slow."""
+    """Each tap's share of the relevance, [N, C, *out]: all of it where the tap is its window's first
+    maximum (`first`, ArgMax's tap index per window), zero elsewhere. One Equal/Mul per tap on
+    same-shaped tensors: onnxruntime broadcasts slowly along a short last axis."""
     b = ctx.b
-    last = b.const(np.array([-1], np.int64))
     shares = []
     for tap in range(taps):
-        won = b.op(
-            "Cast", [b.op("Equal", [first, b.const(np.array(tap, np.int64))])], to=onnx.TensorProto.FLOAT
-        )
-        shares.append(b.op("Unsqueeze", [b.op("Mul", [won, relevance]), last]))
+        won = b.op("Equal", [first, b.const(np.array(tap, np.int64))])
+        shares.append(b.op("Mul", [b.op("Cast", [won], to=onnx.TensorProto.FLOAT), relevance]))
     return shares
 
 
@@ -151,7 +148,9 @@ def _route_tiles(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Wind
     if extent != covered:  # floor mode: the last rows/columns are in no window
         grid = _crop(ctx, grid, [0] * rank, covered)
     first = b.op("ArgMax", [_blocks_last(ctx, grid, channels, out, w.kernel)], axis=-1, keepdims=0)
-    routed = b.op("Concat", _shares(ctx, first, relevance, int(np.prod(w.kernel))), axis=-1)
+    last = b.const(np.array([-1], np.int64))
+    shares = _shares(ctx, first, relevance, int(np.prod(w.kernel)))
+    routed = b.op("Concat", [b.op("Unsqueeze", [share, last]) for share in shares], axis=-1)
     placed = _blocks_back(ctx, routed, channels, out, w.kernel)
     return _place(ctx, placed, begin, covered, in_spatial)
 
@@ -159,9 +158,9 @@ def _route_tiles(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Wind
 def _route_windows(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Windows) -> str:
     """Any windows (overlapping, dilated, padded, any rank). A tap at offset o = s*q + r (per axis,
     stride s) reads the padded input's phase r (rows r, r + s, ...: one strided Slice per phase)
-    from pooled row q on; the taps, row-major on the last axis, give ArgMax's first maximum. Each
-    tap's share goes back shifted by q (Pad), summed per phase, and the phases are interleaved into
-    the input's rows, all at the pooled size."""
+    from pooled row q on; the taps, stacked row-major, give ArgMax's first maximum. Each tap's share
+    goes back shifted by q (Pad), summed per phase, and the phases are interleaved into the input's
+    rows (on the last axis, then Reshape/Transpose), all at the pooled size."""
     b = ctx.b
     x, y = node.input[0], node.output[0]
     rank = len(w.kernel)
@@ -177,7 +176,8 @@ def _route_windows(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Wi
         q = [o // s for o, s in zip(offset, w.strides, strict=True)]
         r = tuple(o % s for o, s in zip(offset, w.strides, strict=True))
         if r not in phase_of:
-            phase_of[r] = _crop(ctx, padded, list(r), extent, w.strides)
+            strided = any(r) or any(s > 1 for s in w.strides)
+            phase_of[r] = _crop(ctx, padded, list(r), extent, w.strides) if strided else padded
         crop = _crop(ctx, phase_of[r], q, [v + o for v, o in zip(q, out, strict=True)])
         stacked.append(b.op("Unsqueeze", [crop, one]))
         taps.append((q, r))
@@ -186,7 +186,7 @@ def _route_windows(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Wi
     phases: dict[tuple, list[str]] = {}
     for (q, r), share in zip(taps, _shares(ctx, first, relevance, len(taps)), strict=True):
         rest = [m - v for m, v in zip(reach, q, strict=True)]
-        phases.setdefault(r, []).append(_pad(ctx, b.op("Squeeze", [share, last]), q, rest))
+        phases.setdefault(r, []).append(_pad(ctx, share, q, rest))
     summed = {r: terms[0] if len(terms) == 1 else b.op("Sum", terms) for r, terms in phases.items()}
     grid = [o + m for o, m in zip(out, reach, strict=True)]  # the pooled rows each phase spans
     parts = []
@@ -195,8 +195,11 @@ def _route_windows(ctx: EmitContext, node: onnx.NodeProto, relevance: str, w: Wi
             zeros = b.const(np.zeros([1] * (rank + 2), np.float32), "zeros")
             summed[r] = b.op("Expand", [zeros, b.op("Shape", [next(iter(summed.values()))])])
         parts.append(b.op("Unsqueeze", [summed[r], last]))
-    phased = b.op("Concat", parts, axis=-1) if len(parts) > 1 else parts[0]  # [N, C, *grid, S]
-    placed = _blocks_back(ctx, phased, channels, grid, w.strides)
+    if len(parts) == 1:  # stride 1
+        placed = summed[r]
+    else:
+        phased = b.op("Concat", parts, axis=-1)  # [N, C, *grid, S]
+        placed = _blocks_back(ctx, phased, channels, grid, w.strides)
     covered = [g * s for g, s in zip(grid, w.strides, strict=True)]
     return _place(ctx, placed, w.pads[:rank], covered, in_spatial)
 
