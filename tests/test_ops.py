@@ -400,3 +400,31 @@ def test_reduction_over_the_batch_is_refused():
     node = helper.make_node("ReduceMean", ["x"], ["y"], name="batch_mean", axes=[0, 1], keepdims=1)
     with pytest.raises(onnxlrp.UnsupportedModelError, match=r"batch_mean.*batch axis"):
         onnxlrp.compile(model_of([node], (2, 3), {}), start="y")
+
+
+@pytest.mark.parametrize(
+    "kernel, strides, pads, ceil_mode, dilation",
+    [
+        ([3, 3], [2, 2], [1, 1, 1, 1], 0, 1),  # ResNet's stem: overlapping
+        ([3, 3], [2, 2], [1, 0, 1, 2], 1, 1),
+        ([2, 3], [1, 2], [0, 1, 0, 1], 0, 2),  # dilated, stride 1 on one axis
+        ([2, 2], [3, 3], [0, 0, 1, 1], 1, 1),  # gaps between windows: a phase no tap lands in
+        ([3, 2], [3, 2], [1, 0, 1, 1], 0, 1),  # tiles
+    ],
+)
+def test_portable_max_pool_routing_in_onnx_reference_evaluator(kernel, strides, pads, ceil_mode, dilation):
+    """The portable routing runs in onnx's ReferenceEvaluator (its own operator implementations) and
+    agrees there with onnxruntime, ties included (test_max_pool_routing checks onnxruntime against
+    the reference)."""
+    from onnx.reference import ReferenceEvaluator
+
+    node = pool_node("MaxPool", kernel, strides, pads, ceil_mode, dilations=[dilation] * 2)
+    x = np.random.default_rng(5).uniform(-1, 1, (2, 3, 9, 8)).astype(np.float32)
+    x[:, :, :5, :5] = 0.5  # ties
+    compiled = onnxlrp.compile(model_of([node], x.shape, {}), rule="lrp0", start="y")
+    dims = next(i for i in compiled.graph.input if i.name == "relevance_seed").type.tensor_type.shape.dim
+    pooled = [2, *[d.dim_value for d in dims[1:]]]
+    relevance_seed = np.random.default_rng(6).uniform(0.5, 1.5, pooled).astype(np.float32)
+    want = onnxlrp.RelevanceSession(compiled).run(x, relevance_seed=relevance_seed)["relevance"]
+    got = ReferenceEvaluator(compiled).run(["relevance"], {"x": x, "relevance_seed": relevance_seed})[0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * np.abs(want).max())
