@@ -37,6 +37,7 @@ __all__ = [
     "neuron_relevance",
     "neuron_seed",
     "parse_neuron",
+    "patch_embedding",
     "run_batched",
     "tensor_shapes",
     "token_feeds",
@@ -216,6 +217,22 @@ def explain_options(options: Mapping[str, Any], handle: ModelHandle | None = Non
         else:
             kwargs["rule"] = "epsilon"
     return kwargs
+
+
+def patch_embedding(handle: ModelHandle) -> str | None:
+    """A ViT's patch-token tensor [N, C, h, w]: the zoo entry's ``patch_tokens``, else, in a model
+    with attention, the output of the first Conv whose strides equal its kernel (one token per
+    non-overlapping patch); None for other models."""
+    if handle.zoo is not None and "patch_tokens" in handle.zoo.info:
+        return str(handle.zoo.info["patch_tokens"]["tensor"])
+    if not has_attention(handle.model):
+        return None
+    for node in handle.model.graph.node:
+        if node.op_type == "Conv":
+            attrs = {a.name: list(a.ints) for a in node.attribute}
+            if attrs.get("strides") and attrs.get("strides") == attrs.get("kernel_shape"):
+                return node.output[0]
+    return None
 
 
 def has_attention(model: onnx.ModelProto) -> bool:

@@ -29,6 +29,7 @@ from onnxlrp.explaining import (
     describe_rule,
     neuron_relevance,
     parse_neuron,
+    patch_embedding,
     run_batched,
     tensor_shapes,
     token_feeds,
@@ -55,7 +56,7 @@ class FolderOptions:
     atlas: str | None = None  # an `onnxlrp concepts` folder of that layer: their reference images
     max_channels: int = 64  # a layer grid shows at most this many channels, the most relevant ones
     force: bool = False  # replace files of an earlier explanation
-    patch_tokens: str | None = None  # a ViT's patch-embedding output [N, C, h, w] (default: the zoo's)
+    patch_tokens: str | None = None  # a ViT's patch-token tensor [N, C, h, w] (default: patch_embedding)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_channels"):
@@ -111,8 +112,8 @@ def write_explanations(
     from tqdm import tqdm
 
     out = output_folder(out)
-    if options.patch_tokens is None and handle.zoo is not None:
-        options = replace(options, patch_tokens=handle.zoo.info.get("patch_tokens", {}).get("tensor"))
+    if options.patch_tokens is None:
+        options = replace(options, patch_tokens=patch_embedding(handle))
     stems = {spec: _neuron_stem(*parse_neuron(spec)) for spec in options.neurons}
     planned = [out / "explain.json"]
     for name in inputs.names:

@@ -28,7 +28,8 @@ Per input ``<name>`` the folder gets:
   that channel only) and, with ``--atlas DIR`` (an `onnxlrp concepts` folder of T), its reference
   images: what the channel detects elsewhere in the data set;
 - ``explain.json``: per input the prediction, target, logit, relevance sum and files.
-- for a ViT (a zoo ViT, or ``--patch-tokens`` naming its patch-embedding output [N, C, h, w]):
+- for a ViT (its patch embedding found as the zoo says, or as the first Conv with strides equal
+  to its kernel in a model with attention, or named by ``--patch-tokens`` [N, C, h, w]):
   ``<name>.tokens.png`` (input, pixel heatmap, relevance per patch token summed over its channels)
   and ``<name>.tokens.npy`` ([h, w]).
 
@@ -124,7 +125,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--patch-tokens",
         metavar="TENSOR",
-        help="a ViT's patch-embedding output: also draw the relevance per patch token (zoo ViTs: automatic)",
+        help="a ViT's patch-embedding output (default: found; a Conv with strides = kernel)",
     )
     p.add_argument("--batch-size", type=int, default=256, help="chunk size of one run (memory only)")
     p.add_argument(
