@@ -212,6 +212,7 @@ ARCHITECTURE = (
 
 def build_entry(args) -> int:
     """Export the kept weights, measure the test split with onnxruntime, update the manifest."""
+    import onnx
     import onnxruntime as ort
 
     from onnxlrp.converters.pytorch import export_module
@@ -222,6 +223,7 @@ def build_entry(args) -> int:
     module.eval()
     path = zoo / f"{NAME}.onnx"
     check = export_module(module, torch.zeros(1, 3, 32, 32), path)
+    patch_conv = next(n for n in onnx.load(str(path)).graph.node if n.op_type == "Conv")
     log("decoding the CIFAR-10 test split")
     images, labels = decode_cifar_test(args.data)
     logits = ort_logits(path, cifar_preprocess(images), weights / "logits")
@@ -262,9 +264,10 @@ def build_entry(args) -> int:
             "max_abs_diff_vs_torch": check["max_abs"],
         },
         "patch_tokens": {
-            "tensor": "the patch embedding Conv's output [N, 64, 8, 8]",
+            "tensor": patch_conv.output[0],
+            "description": "the patch embedding Conv's output [N, dim, 8, 8]: one token per 4x4 patch",
             "patch": info["model"]["patch"],
-            "grid": [8, 8],
+            "grid": [32 // info["model"]["patch"]] * 2,
         },
         "training": training,
     }
