@@ -275,6 +275,11 @@ def build_entry(args) -> int:
     manifest_path = zoo / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["models"][NAME] = entry
+    addition = (
+        " cifar10-vit trained on the CPU and added by `python zoo/training/train_vit.py train` / `build`."
+    )
+    if addition not in manifest["description"]:
+        manifest["description"] += addition
     for sample in manifest["samples"]["cifar10"]:
         z = logits[sample["index"]]
         sample["predictions"][NAME] = {
