@@ -145,6 +145,23 @@ def test_token_feeds_and_errors(files, tmp_path, capsys):
         token_feeds(load_model(tmp_path / "odd_input.onnx"), np.array([1]))
 
 
+def test_outputs_claimed_before_work_and_replaced_only_with_force(files, tmp_path, capsys):
+    """A second explain into the same folder is refused (nothing rewritten) until --force."""
+    _, _, (_, lm_path) = files
+    out = tmp_path / "out"
+    out.mkdir()
+    np.save(tmp_path / "ids.npy", np.array([1, 2, 3]))
+    argv = ["explain", str(lm_path), str(tmp_path / "ids.npy"), "--out", str(out)]
+    assert main(argv) == 0
+    written = {f.name: f.stat().st_mtime_ns for f in out.iterdir()}
+    assert set(written) == {"ids_0000.html", "ids_0000.png", "ids_0000.npy", "explain.json"}
+    assert main(argv) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert {f.name: f.stat().st_mtime_ns for f in out.iterdir()} == written
+    assert main([*argv, "--force"]) == 0
+    assert json.loads((out / "explain.json").read_text())["inputs"][0]["name"] == "ids_0000"
+
+
 @pytest.mark.slow
 def test_gpt2_ids_and_positional_text_match_the_reference(tmp_path):
     """A HuggingFace GPT-2 (random init): .npy ids and a positional text, against the independent
