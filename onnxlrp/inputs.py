@@ -120,14 +120,20 @@ def read_npy_batch(path: str | os.PathLike, input_shape: Sequence[int] = ()) -> 
     """A .npy batch [N, ...] (or one input, without N) of finite numbers, N >= 1, whose per-input
     sizes match ``input_shape`` (the model input's, -1 where free; default images [N, C, H, W]);
     never unpickles."""
+    path, x = _read_npy(path, "numbers")
+    return checked_batch(x, str(path), input_shape).astype(np.float32)
+
+
+def _read_npy(path: str | os.PathLike, holding: str) -> tuple[Path, np.ndarray]:
+    """(the path, its array) for a .npy file of ``holding`` (in errors); never unpickles."""
     path = regular_file(path, "a .npy file")
     try:
         x = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
-        raise InputError(f"{path}: not a readable .npy file of numbers ({error})") from None
+        raise InputError(f"{path}: not a readable .npy file of {holding} ({error})") from None
     if not isinstance(x, np.ndarray):
         raise InputError(f"{path}: holds {type(x).__name__}, not one array")
-    return checked_batch(x, str(path), input_shape).astype(np.float32)
+    return path, x
 
 
 def checked_batch(x: np.ndarray, where: str, input_shape: Sequence[int] = ()) -> np.ndarray:
@@ -299,13 +305,7 @@ def load_token_inputs(
     for path in map(Path, paths):
         if path.suffix.lower() != ".npy":
             raise InputError(f"{path}: not a .npy file of token ids")
-        path = regular_file(path, "a .npy file of token ids")
-        try:
-            ids = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as error:
-            raise InputError(f"{path}: not a readable .npy file of token ids ({error})") from None
-        if not isinstance(ids, np.ndarray):
-            raise InputError(f"{path}: holds {type(ids).__name__}, not one array of token ids")
+        path, ids = _read_npy(path, "token ids")
         if not np.issubdtype(ids.dtype, np.integer) or ids.ndim not in (1, 2) or ids.size == 0:
             raise InputError(
                 f"{path}: expected integer token ids [seq] or [N, seq], got {ids.dtype} {ids.shape}"
