@@ -19,7 +19,7 @@ import onnx
 
 from onnxlrp.canonical import float32_copy
 from onnxlrp.errors import ModelLoadError, OnnxLrpError
-from onnxlrp.graph import check_size
+from onnxlrp.graph import INTEGER_TYPES, check_size, data_input
 from onnxlrp.loading import ModelLike
 from onnxlrp.loading import load_model as load_proto
 from onnxlrp.runtime import RelevanceSession
@@ -31,13 +31,17 @@ __all__ = [
     "compile_session",
     "describe_rule",
     "explain_options",
+    "has_attention",
     "load_model",
     "logit_model",
     "neuron_relevance",
     "neuron_seed",
     "parse_neuron",
+    "patch_embedding",
     "run_batched",
     "tensor_shapes",
+    "token_feeds",
+    "token_input",
 ]
 
 
@@ -106,6 +110,37 @@ def load_model(spec: str | os.PathLike, input_name: str | None = None) -> ModelH
     return handle
 
 
+def token_input(handle: ModelHandle) -> str | None:
+    """The name of the model's explained input when it is integer token ids, else None."""
+    explained = data_input(handle.model)
+    return explained.name if explained.type.tensor_type.elem_type in INTEGER_TYPES else None
+
+
+def token_feeds(handle: ModelHandle, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Every model input for one token sequence [seq]: the ids as [1, seq], inputs named like a mask
+    all ones (no padding), token types all zeros."""
+    ids_name = token_input(handle)
+    if ids_name is None:
+        raise OnnxLrpError(f"{handle.name}: the model's explained input is not token ids")
+    ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)
+    initializers = {t.name for t in handle.model.graph.initializer}
+    feeds = {ids_name: ids}
+    for graph_input in handle.model.graph.input:
+        name = graph_input.name
+        if name in initializers or name == ids_name:
+            continue
+        if "mask" in name.lower():
+            feeds[name] = np.ones_like(ids)
+        elif "type" in name.lower():
+            feeds[name] = np.zeros_like(ids)
+        else:
+            raise OnnxLrpError(
+                f"{handle.name}: input {name!r}: do not know what to feed it "
+                "(known: attention masks, token types)"
+            )
+    return feeds
+
+
 def logit_model(model: ModelLike, output: str | None = None) -> onnx.ModelProto:
     """A copy of ``model`` whose single output is the tensor LRP explains: the logits, a trailing
     Softmax/LogSoftmax cut off (``compiler.explained_tensor``)."""
@@ -170,15 +205,47 @@ class LogitSession:
 
 
 # ----------------------------------------------------------------------------- relevance graphs
-def explain_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Compile keyword arguments for explaining: unset options dropped, the epsilon rule by default,
-    and beta = alpha - 1 when only alpha is given."""
+def explain_options(options: Mapping[str, Any], handle: ModelHandle | None = None) -> dict[str, Any]:
+    """Compile keyword arguments for explaining: unset options dropped, beta = alpha - 1 when only
+    alpha is given, and by default the epsilon rule, or the attnlrp composite for a transformer."""
     kwargs = {k: v for k, v in options.items() if v is not None}
     if kwargs.get("rule") == "alphabeta" and "alpha" in kwargs and "beta" not in kwargs:
         kwargs["beta"] = kwargs["alpha"] - 1.0
     if kwargs.get("rule") is None and kwargs.get("composite") is None:
-        kwargs["rule"] = "epsilon"
+        if handle is not None and has_attention(handle.model):
+            kwargs["composite"] = "attnlrp"
+        else:
+            kwargs["rule"] = "epsilon"
     return kwargs
+
+
+def patch_embedding(handle: ModelHandle) -> str | None:
+    """A ViT's patch-token tensor [N, C, h, w]: the zoo entry's ``patch_tokens``, else, in a model
+    with attention, the output of the first Conv whose strides equal its kernel (one token per
+    non-overlapping patch); None for other models."""
+    if handle.zoo is not None and "patch_tokens" in handle.zoo.info:
+        return str(handle.zoo.info["patch_tokens"]["tensor"])
+    if not has_attention(handle.model):
+        return None
+    for node in handle.model.graph.node:
+        if node.op_type == "Conv":
+            attrs = {a.name: list(a.ints) for a in node.attribute}
+            if attrs.get("strides") and attrs.get("strides") == attrs.get("kernel_shape"):
+                return node.output[0]
+    return None
+
+
+def has_attention(model: onnx.ModelProto) -> bool:
+    """Whether the graph has attention: a Softmax whose output (through Cast, Dropout or Identity)
+    is multiplied (MatMul) by values."""
+    weights = {n.output[0] for n in model.graph.node if n.op_type == "Softmax"}
+    for _ in range(3):  # the pass-through ops exporters put between the two
+        weights |= {
+            n.output[0]
+            for n in model.graph.node
+            if n.op_type in ("Cast", "Dropout", "Identity") and weights.intersection(n.input[:1])
+        }
+    return any(n.op_type == "MatMul" and weights.intersection(n.input) for n in model.graph.node)
 
 
 def describe_rule(kwargs: Mapping[str, Any]) -> str:

@@ -13,7 +13,7 @@ import math
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +29,16 @@ from onnxlrp.explaining import (
     describe_rule,
     neuron_relevance,
     parse_neuron,
+    patch_embedding,
     run_batched,
     tensor_shapes,
+    token_feeds,
 )
-from onnxlrp.inputs import Inputs
+from onnxlrp.inputs import Inputs, TokenInputs
 from onnxlrp.loading import claim_outputs, output_folder, save_npy, write_json
 from onnxlrp.runtime import RelevanceSession
 
-__all__ = ["FolderOptions", "neuron_maps", "safe_name", "write_explanations"]
+__all__ = ["FolderOptions", "neuron_maps", "safe_name", "write_explanations", "write_text_explanations"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class FolderOptions:
     atlas: str | None = None  # an `onnxlrp concepts` folder of that layer: their reference images
     max_channels: int = 64  # a layer grid shows at most this many channels, the most relevant ones
     force: bool = False  # replace files of an earlier explanation
+    patch_tokens: str | None = None  # a ViT's patch-token tensor [N, C, h, w] (default: patch_embedding)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_channels"):
@@ -109,10 +112,12 @@ def write_explanations(
     from tqdm import tqdm
 
     out = output_folder(out)
+    if options.patch_tokens is None:
+        options = replace(options, patch_tokens=patch_embedding(handle))
     stems = {spec: _neuron_stem(*parse_neuron(spec)) for spec in options.neurons}
     planned = [out / "explain.json"]
     for name in inputs.names:
-        for stem in _stems(name, options.layers, stems.values()):
+        for stem in _stems(name, options.layers, stems.values(), options.patch_tokens is not None):
             planned += [out / f"{stem}.png", out / f"{stem}.npy"]
         if options.concepts is not None:
             stem = f"{name}.concepts-{safe_name(options.concepts)}"
@@ -125,7 +130,8 @@ def write_explanations(
         raise InvalidOptionError(
             "--neuron and --concepts need a model with one input (this one takes several)"
         )
-    session = compile_session(handle, compile_kwargs, expose=options.layers)
+    expose = list(dict.fromkeys([*options.layers, *([options.patch_tokens] if options.patch_tokens else [])]))
+    session = compile_session(handle, compile_kwargs, expose=expose)
     run, others = _feeding(session, inputs.extra)
     result = run_batched(run, inputs.x, batch_size=options.batch_size, target=target, **others)
     logits = np.asarray(result[handle.output]).reshape(n, -1)
@@ -234,9 +240,14 @@ def _neuron_stem(tensor: str, index: tuple[int, ...]) -> str:
     return f"neuron-{safe_name(tensor)}-{'_'.join(map(str, index))}"
 
 
-def _stems(name: str, layers: Sequence[str], neuron_stems: Iterable[str]) -> list[str]:
-    """The file stems of one input: its heatmap, its layer grids, its neuron maps."""
-    return [name, *(f"{name}.layer-{safe_name(t)}" for t in layers), *(f"{name}.{n}" for n in neuron_stems)]
+def _stems(name: str, layers: Sequence[str], neuron_stems: Iterable[str], patch_tokens: bool) -> list[str]:
+    """The file stems of one input: its heatmap, its patch-token map, its layer grids, its neuron maps."""
+    return [
+        name,
+        *([f"{name}.tokens"] if patch_tokens else []),
+        *(f"{name}.layer-{safe_name(t)}" for t in layers),
+        *(f"{name}.{n}" for n in neuron_stems),
+    ]
 
 
 def strongest_channels(maps: np.ndarray, k: int) -> list[int]:
@@ -271,6 +282,8 @@ def _write_input(
         out / f"{name}.png", display, heatmap.channel_sum(relevance), title, percentile=options.percentile
     )
     files = [f"{name}.png", f"{name}.npy"]
+    if options.patch_tokens:
+        files += _write_patch_tokens(out, name, display, relevance, result, i, options, title)
     for tensor in options.layers:
         layer_rel = result[f"relevance:{tensor}"][i]
         stem = f"{name}.layer-{safe_name(tensor)}"
@@ -306,3 +319,99 @@ def _write_input(
         )
         files += [f"{stem}.png", f"{stem}.npy"]
     return files
+
+
+def _write_patch_tokens(
+    out: Path,
+    name: str,
+    display: np.ndarray,
+    relevance: np.ndarray,
+    result: Mapping[str, np.ndarray],
+    i: int,
+    options: FolderOptions,
+    title: str,
+) -> list[str]:
+    """``<name>.tokens.png``: input, pixel heatmap and patch-token relevance (summed over each
+    token's channels); ``<name>.tokens.npy``: the patch-token map [h, w]."""
+    tokens = heatmap.channel_sum(result[f"relevance:{options.patch_tokens}"][i])
+    pixels = heatmap.channel_sum(relevance)
+    save_npy(out / f"{name}.tokens.npy", tokens.astype(np.float32), force=True)  # claimed before
+    heatmap.render_panels(
+        out / f"{name}.tokens.png",
+        [
+            [
+                ("image", display, "input"),
+                ("heat", pixels, f"pixels (sum {pixels.sum():.3g})"),
+                (
+                    "heat",
+                    tokens,
+                    f"patch tokens {tokens.shape[0]}x{tokens.shape[1]} (sum {tokens.sum():.3g})",
+                ),
+            ]
+        ],
+        title,
+        percentile=options.percentile,
+    )
+    return [f"{name}.tokens.png", f"{name}.tokens.npy"]
+
+
+def write_text_explanations(
+    handle: ModelHandle,
+    inputs: TokenInputs,
+    compile_kwargs: Mapping[str, Any],
+    out: str | Path,
+    target: int | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Explain token-id inputs into folder ``out``: per input ``<name>.html`` and ``<name>.png`` (the
+    tokens coloured by relevance) and ``<name>.npy`` (relevance per token [seq]), and explain.json.
+    A classifier is explained for ``target`` (default: its predicted class); a language model
+    (logits [N, seq, vocab]) at the compile option ``position`` (default the last), its target being
+    a vocabulary id (default: the predicted next token). Every file is claimed before any work: none
+    may exist (unless ``force``) or be one of the inputs."""
+    from onnxlrp import tokens
+
+    out = output_folder(out)
+    planned = [out / "explain.json"]
+    for name in inputs.names:
+        planned += [out / f"{name}{suffix}" for suffix in (".html", ".png", ".npy")]
+    claim_outputs(planned, force, inputs.files)  # before any work
+    rule_text = describe_rule(compile_kwargs)
+    position = int(compile_kwargs.get("position", -1))
+    session = compile_session(handle, compile_kwargs)
+    summary: dict[str, Any] = {"model": handle.name, "rule": rule_text, "inputs": []}
+    for ids, name, words in zip(inputs.ids, inputs.names, inputs.tokens, strict=True):
+        result = session.run(token_feeds(handle, ids), target=target)
+        logits = np.asarray(result[handle.output])[0]
+        language_model = logits.ndim == 2
+        if language_model:
+            logits = logits[position]
+        predicted = int(logits.argmax())
+        t = predicted if target is None else int(target)
+        relevance = np.asarray(result["relevance"][0], dtype=np.float64).reshape(-1)
+        if language_model:
+            where = len(ids) + position if position < 0 else position
+            what = (
+                f"next token after position {where} ({words[where]!r}): predicted "
+                f"{inputs.token_name(predicted)}, target {inputs.token_name(t)}"
+            )
+        else:
+            what = f"predicted {handle.class_name(predicted)}, target {handle.class_name(t)}"
+        title = f"{handle.name}: {name} — {what} (logit {logits[t]:.3g})\nrule: {rule_text}"
+        save_npy(out / f"{name}.npy", relevance.astype(np.float32), force=True)  # claimed above
+        tokens.render_html(words, relevance, title, out / f"{name}.html", force=True)
+        tokens.render_png(words, relevance, title, out / f"{name}.png", force=True)
+        summary["inputs"].append(
+            {
+                "name": name,
+                "tokens": words,
+                "predicted": predicted,
+                "target": t,
+                "logit": float(logits[t]),
+                "relevance": [float(v) for v in relevance],
+                "relevance_sum": float(relevance.sum()),
+                "files": [f"{name}.html", f"{name}.png", f"{name}.npy"],
+            }
+        )
+    write_json(out / "explain.json", summary, force=True)  # claimed above
+    return summary

@@ -13,6 +13,7 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,8 +27,10 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "InputError",
     "Inputs",
+    "TokenInputs",
     "data_set_inputs",
     "load_inputs",
+    "load_token_inputs",
     "preprocess",
     "read_image",
     "read_npy_batch",
@@ -117,14 +120,20 @@ def read_npy_batch(path: str | os.PathLike, input_shape: Sequence[int] = ()) -> 
     """A .npy batch [N, ...] (or one input, without N) of finite numbers, N >= 1, whose per-input
     sizes match ``input_shape`` (the model input's, -1 where free; default images [N, C, H, W]);
     never unpickles."""
+    path, x = _read_npy(path, "numbers")
+    return checked_batch(x, str(path), input_shape).astype(np.float32)
+
+
+def _read_npy(path: str | os.PathLike, holding: str) -> tuple[Path, np.ndarray]:
+    """(the path, its array) for a .npy file of ``holding`` (in errors); never unpickles."""
     path = regular_file(path, "a .npy file")
     try:
         x = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
-        raise InputError(f"{path}: not a readable .npy file of numbers ({error})") from None
+        raise InputError(f"{path}: not a readable .npy file of {holding} ({error})") from None
     if not isinstance(x, np.ndarray):
         raise InputError(f"{path}: holds {type(x).__name__}, not one array")
-    return checked_batch(x, str(path), input_shape).astype(np.float32)
+    return path, x
 
 
 def checked_batch(x: np.ndarray, where: str, input_shape: Sequence[int] = ()) -> np.ndarray:
@@ -255,3 +264,58 @@ def load_inputs(
             raws.append(variant)
     x = np.concatenate(xs, axis=0).astype(np.float32)
     return Inputs(x=x, names=_unique(names), raw=raws, files=files)
+
+
+@dataclass
+class TokenInputs:
+    """Token-id inputs of a text model, one sequence per input (lengths may differ)."""
+
+    ids: list[np.ndarray]  # int64 [seq] each
+    names: list[str]
+    tokens: list[list[str]]  # the token strings drawn (the tokenizer's, else "#id")
+    tokenizer: Any = None  # a tokenizers.Tokenizer when one was given (names target tokens)
+    files: list[Path] = field(default_factory=list)  # the files read (never to be written)
+
+    def token_name(self, token_id: int) -> str:
+        """A vocabulary id as its token string (the id itself without a tokenizer)."""
+        text = self.tokenizer.id_to_token(int(token_id)) if self.tokenizer is not None else None
+        return f"{token_id} {text!r}" if text is not None else str(token_id)
+
+
+def load_token_inputs(
+    texts: Sequence[str] = (),
+    paths: Sequence[str | os.PathLike] = (),
+    tokenizer: str | os.PathLike | None = None,
+) -> TokenInputs:
+    """Token-id inputs from texts (tokenised with a local ``tokenizer.json``) and/or .npy files of
+    integer token ids ([seq] or [N, seq]; named ``<stem>_0000``, ...)."""
+    from onnxlrp import tokens
+
+    tk = tokens.load_tokenizer(tokenizer) if tokenizer is not None else None
+    if texts and tk is None:
+        raise InputError("--text needs --tokenizer tokenizer.json (a local tokenizers file)")
+    if not texts and not paths:
+        raise InputError("no input given: pass --text TEXT or .npy files of token ids")
+    found = TokenInputs(ids=[], names=[], tokens=[], tokenizer=tk)
+    for k, text in enumerate(texts):
+        encoded = tokens.tokenize(tk, text)
+        found.ids.append(encoded.ids)
+        found.names.append(f"text_{k:04d}")
+        found.tokens.append(encoded.tokens)
+    for path in map(Path, paths):
+        if path.suffix.lower() != ".npy":
+            raise InputError(f"{path}: not a .npy file of token ids")
+        path, ids = _read_npy(path, "token ids")
+        if not np.issubdtype(ids.dtype, np.integer) or ids.ndim not in (1, 2) or ids.size == 0:
+            raise InputError(
+                f"{path}: expected integer token ids [seq] or [N, seq], got {ids.dtype} {ids.shape}"
+            )
+        found.files.append(path)
+        for i, row in enumerate(ids.reshape(-1, ids.shape[-1])):
+            found.ids.append(row.astype(np.int64))
+            found.names.append(f"{path.stem}_{i:04d}")
+            found.tokens.append(
+                [tk.id_to_token(int(t)) or f"#{t}" for t in row] if tk is not None else [f"#{t}" for t in row]
+            )
+    found.names = _unique(found.names)  # one file given twice
+    return found

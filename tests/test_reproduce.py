@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HAVE_ZOO = (ROOT / "zoo" / "manifest.json").is_file()
 MNIST = ["mnist-lenet5", "mnist-lenet5-weak"]
 CIFAR = ["cifar10-paper", "cifar10-resnet"]
+VIT = "cifar10-vit"
 
 
 def expected_figures() -> list[str]:
@@ -43,6 +44,7 @@ def expected_figures() -> list[str]:
             f"fig8_automobile_{model}.png",
             f"fig9_{model}.png",
         ]
+    names += [f"vit_horse_{VIT}.png", f"vit_automobile_{VIT}.png"]
     return names
 
 
@@ -99,6 +101,19 @@ def conv_net(channels: int, pool: str, pads: int, kernel: int, seed: int) -> onn
     return model
 
 
+def vit_standin(path: Path) -> Path:
+    """A random-init one-block version of the zoo's ViT (its architecture, exported by torch)."""
+    torch = pytest.importorskip("torch")
+    from onnxlrp.converters.pytorch import export_module
+    from zoo.training.zoo_models import CifarViT
+
+    torch.manual_seed(0)
+    export_module(
+        CifarViT(dim=16, depth=1, heads=2, mlp_dim=32), torch.zeros(1, 3, 32, 32), path, verbose=False
+    )
+    return path
+
+
 class FakeCifar:
     name = "synthetic images"
 
@@ -122,6 +137,7 @@ def test_reproduce_standins(tmp_path, monkeypatch):
         pool = "AveragePool" if mnist else "MaxPool"
         onnx.save(conv_net(1 if mnist else 3, pool, 0 if mnist else 1, 5 if mnist else 3, k), path)
         models[name] = path
+    models[VIT] = vit_standin(tmp_path / f"{VIT}.onnx")
 
     def fake_load(name):
         handle = load_model(models[name])

@@ -3,7 +3,8 @@
     onnxlrp explain MODEL IMAGE... [--rule R | --composite C] [--epsilon E] [--alpha A --beta B]
                     [--target K] [--out DIR] [--layer TENSOR] [--neuron TENSOR:INDEX]...
                     [--augment flip,hue] [--percentile P] [--batch-size N] [--max-channels K]
-                    [--force] [--input NAME]
+                    [--patch-tokens TENSOR] [--force] [--input NAME]
+    onnxlrp explain TOKEN_MODEL (IDS.npy | TEXT | --text TEXT)... [--tokenizer tokenizer.json] [--position P]
 
 MODEL is an .onnx path or a zoo name; IMAGE files (PNG/JPEG, preprocessed as the zoo model says,
 or for a plain .onnx file: resized to the model's input size and scaled to [0, 1]) or .npy
@@ -27,6 +28,18 @@ Per input ``<name>`` the folder gets:
   that channel only) and, with ``--atlas DIR`` (an `onnxlrp concepts` folder of T), its reference
   images: what the channel detects elsewhere in the data set;
 - ``explain.json``: per input the prediction, target, logit, relevance sum and files.
+- for a ViT (its patch embedding found as the zoo says, or as the first Conv with strides equal
+  to its kernel in a model with attention, or named by ``--patch-tokens`` [N, C, h, w]):
+  ``<name>.tokens.png`` (input, pixel heatmap, relevance per patch token summed over its channels)
+  and ``<name>.tokens.npy`` ([h, w]).
+
+A token model (its explained input is integer token ids, e.g. a BERT or GPT-2 exported to ONNX;
+inputs named like a mask are fed ones, token types zeros) takes .npy files of token ids ([seq] or
+[N, seq]) or texts (positional or ``--text``) with a local ``--tokenizer tokenizer.json``:
+per input ``<name>.html`` and ``<name>.png`` show the tokens coloured by relevance (red +, blue -,
+symmetric scale), ``<name>.npy`` the relevance per token. A classifier is explained for its
+predicted class (or --target); a language model ([N, seq, vocab] logits) for the predicted next
+token at --position (default the last; --target a vocabulary id).
 No file that exists is replaced without ``--force``, and never an input file (``--out`` holding
 ``digit.png`` cannot take the heatmap of ``digit.png``).
 With ``--augment flip,hue`` each image input also gets ``<name>_flip`` (mirrored) and
@@ -34,14 +47,9 @@ With ``--augment flip,hue`` each image input also gets ``<name>_flip`` (mirrored
 preprocessing) copies, as in the seed paper's Figure 7.
 
 Rules: the options of `onnxlrp compile` (--rule epsilon|alphabeta:3,2|..., --composite, --epsilon,
---alpha/--beta, --first-rule, --layer-rule ...); default --rule epsilon (eps = 1, the seed paper's).
+--alpha/--beta, --first-rule, --layer-rule ...); default --rule epsilon (eps = 1, the seed paper's),
+or --composite attnlrp for a model with attention (a Softmax feeding a MatMul).
 The relevance graph runs once for the whole batch (in chunks of --batch-size for memory).
-
-Token models (integer token ids in, e.g. a BERT or GPT-2 exported to ONNX): the inputs are .npy
-files of ids ([T] or [N, T]) or texts with ``--tokenizer tokenizer.json`` (a local file for the
-`tokenizers` package); per sequence ``<name>.npy`` (relevance per token) and ``<name>.html`` (the
-tokens coloured by relevance), default --composite attnlrp; a language model is explained at
---position (default the last).
 """
 
 from __future__ import annotations
@@ -52,10 +60,9 @@ from pathlib import Path
 from onnxlrp import augment as aug
 from onnxlrp.cli.options import add_model_argument, add_rule_arguments, compile_options
 from onnxlrp.errors import OnnxLrpError
-from onnxlrp.explaining import explain_options, load_model
-from onnxlrp.explanations import FolderOptions, write_explanations
-from onnxlrp.inputs import load_inputs
-from onnxlrp.tokens import is_token_model, load_token_inputs, write_token_explanations
+from onnxlrp.explaining import explain_options, load_model, token_input
+from onnxlrp.explanations import FolderOptions, write_explanations, write_text_explanations
+from onnxlrp.inputs import load_inputs, load_token_inputs
 
 
 # ----------------------------------------------------------------------------- the command
@@ -68,9 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_argument(p)
     p.add_argument(
-        "images", nargs="+", help="image files (PNG/JPEG) or one .npy batch; for a token model, ids or texts"
+        "images",
+        nargs="*",
+        help="image files (PNG/JPEG) or one .npy batch; for a token model, ids (.npy) or texts",
     )
-    p.add_argument("--tokenizer", help="tokenizer.json to read text inputs of a token model")
     add_rule_arguments(p)
     p.add_argument("--target", type=int, help="class to explain (default: each input's predicted class)")
     p.add_argument("--out", default="explain-out", help="output folder (default explain-out)")
@@ -105,6 +113,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--percentile", type=float, help="colour scale bound = this percentile of |R| (default: max |R|)"
     )
+    p.add_argument(
+        "--text",
+        action="append",
+        default=[],
+        help="a text model's input, tokenised with --tokenizer (repeatable)",
+    )
+    p.add_argument(
+        "--tokenizer", help="a local tokenizer.json (the tokenizers package) for --text and token names"
+    )
+    p.add_argument(
+        "--patch-tokens",
+        metavar="TENSOR",
+        help="a ViT's patch-embedding output (default: found; a Conv with strides = kernel)",
+    )
     p.add_argument("--batch-size", type=int, default=256, help="chunk size of one run (memory only)")
     p.add_argument(
         "--max-channels",
@@ -133,21 +155,21 @@ def run(args: argparse.Namespace) -> int:
         concept_top=args.concepts_top,
         atlas=args.atlas,
         max_channels=args.max_channels,
+        patch_tokens=args.patch_tokens,
         force=args.force,
     )
-    kwargs = explain_options(compile_options(args))
     handle = load_model(args.model, args.input)
-    if is_token_model(handle.model):
-        settings = compile_options(args)
-        if not settings.get("rule") and not settings.get("composite"):
-            settings["composite"] = "attnlrp"
-        sequences = load_token_inputs(args.images, args.tokenizer)
-        records = write_token_explanations(
-            handle.model, sequences, explain_options(settings), args.out, args.target, args.force
-        )
-        print(f"wrote {len(records)} token explanation(s) to {Path(args.out)}/")
+    compile_kwargs = explain_options(compile_options(args), handle)
+    if token_input(handle) is not None:
+        npys = [item for item in args.images if item.lower().endswith(".npy")]
+        texts = [item for item in args.images if item not in npys] + args.text
+        sequences = load_token_inputs(texts, npys, args.tokenizer)
+        write_text_explanations(handle, sequences, compile_kwargs, args.out, args.target, args.force)
+        print(f"wrote {len(sequences.ids)} token explanation(s) (HTML, PNG, .npy) to {Path(args.out)}/")
         return 0
+    if args.text:
+        raise OnnxLrpError(f"--text: {args.model} has no integer (token-id) input; it is not a text model")
     inputs = load_inputs(handle, args.images, augmentations, args.hue_shift)
-    write_explanations(handle, inputs, kwargs, args.out, options)
+    write_explanations(handle, inputs, compile_kwargs, args.out, options)
     print(f"wrote {inputs.x.shape[0]} explanation(s) to {Path(args.out)}/")
     return 0

@@ -17,6 +17,9 @@ Neuron selection (Figs. 7-9), computed per CIFAR model:
    elsewhere" (explain --neuron), summed over colour channels; inside share =
    sum |R| in the central 16x16 box / sum |R| over the 32x32 image (uniform relevance: 0.25);
 3. "object" neurons: the highest mean inside share; "background" neuron: the lowest.
+
+Beside the CNNs, the zoo's vision transformer on the same horse and car images: pixel heatmaps and
+the relevance per patch token under the attnlrp and cp-lrp composites.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from onnxlrp.loading import output_folder
 from onnxlrp.reproduce.cifar import cifar_figures, pick_images
 from onnxlrp.reproduce.common import (
     CIFAR_MODELS,
+    CIFAR_VIT,
     MNIST_STRONG,
     MNIST_WEAK,
     CifarSource,
@@ -42,6 +46,7 @@ from onnxlrp.reproduce.common import (
 )
 from onnxlrp.reproduce.mnist import ambiguous_35, mnist_figures
 from onnxlrp.reproduce.page import write_index
+from onnxlrp.reproduce.vit import vit_figures
 
 __all__ = ["Figure", "Settings", "ambiguous_35", "inside_share", "reproduce"]
 
@@ -74,6 +79,9 @@ def reproduce(
         model = handle.name
         criteria.append(cifar_figures(out, st, rel, source, handle, chosen))
         log(f"{model} figures done in {time.time() - t:.1f} s ({source.name})")
+    t = time.time()
+    vit_figures(out, st, rel, source, load_model(CIFAR_VIT), chosen)
+    log(f"{CIFAR_VIT} figures done in {time.time() - t:.1f} s ({source.name})")
     index = write_index(out, st, criteria)
     log(f"wrote {len(st.figures)} figures and {index} in {time.time() - start:.1f} s")
     return st.figures

@@ -19,6 +19,7 @@ from onnxlrp.ops import has_fact
 
 MNIST_STRONG, MNIST_WEAK = "mnist-lenet5", "mnist-lenet5-weak"
 CIFAR_MODELS = ("cifar10-paper", "cifar10-resnet")
+CIFAR_VIT = "cifar10-vit"
 EPSILON = {"rule": "epsilon", "epsilon": 1.0}
 FIG2_RULES = [
     ("epsilon (eps=1)", {"rule": "epsilon", "epsilon": 1.0}),

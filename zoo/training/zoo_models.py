@@ -6,6 +6,8 @@ This file needs only torch and numpy, so that it also runs on the GPU training m
 - ``MnistLeNet5``: the LRP toolbox's LeNet-5 (avg pools, no padding), input [N, 1, 32, 32].
 - ``CifarPaperNet``: the seed paper's CIFAR-10 net (300-channel convs, max pools, dropout), [N, 3, 32, 32].
 - ``CifarResNet9``: a narrow ResNet-9 in the style of David Page's DAWNBench net, with BatchNorm.
+- ``CifarViT``: a small vision transformer written with explicit attention ops (q/k/v Linear,
+  MatMul, Softmax, MatMul), so that its export is plain ONNX MatMul/Softmax/LayerNormalization/Erf.
 """
 
 from __future__ import annotations
@@ -176,11 +178,77 @@ class CifarResNet9(nn.Module):
         return self
 
 
+class Attention(nn.Module):
+    """Multi-head self-attention: softmax(q k^T / sqrt(d_head)) v, heads concatenated, projected."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, T, D] -> [N, heads, T, D / heads]."""
+        n, t, d = x.shape
+        return x.reshape(n, t, self.heads, d // self.heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, d = x.shape
+        q, k, v = self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
+        attention = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * self.scale, dim=-1)
+        out = torch.matmul(attention, v).transpose(1, 2).reshape(n, t, d)
+        return self.proj(out)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attention(LN(x)), then x + MLP(LN(x)) with GELU."""
+
+    def __init__(self, dim: int, heads: int, mlp_dim: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attention = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class CifarViT(nn.Module):
+    """A small ViT for 32x32 images: patch embedding as a Conv with stride = patch, a learned class
+    token (Concat), learned position embeddings (Add), ``depth`` pre-norm blocks, a final LayerNorm
+    and a linear head on the class token. The patch tokens are the output of ``patch_embed``."""
+
+    def __init__(
+        self, patch: int = 4, dim: int = 64, depth: int = 4, heads: int = 4, mlp_dim: int = 128
+    ) -> None:
+        super().__init__()
+        tokens = (32 // patch) ** 2
+        self.patch_embed = nn.Conv2d(3, dim, patch, stride=patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.02)
+        self.blocks = nn.Sequential(*[Block(dim, heads, mlp_dim) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        patches = self.patch_embed(x).flatten(2).transpose(1, 2)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        h = torch.cat([cls, patches], dim=1) + self.pos_embed
+        h = self.norm(self.blocks(h))
+        return self.head(h[:, 0])
+
+
 ZOO_ARCHITECTURES = {
     "mnist-lenet5": MnistLeNet5,
     "mnist-lenet5-weak": MnistLeNet5,
     "cifar10-paper": CifarPaperNet,
     "cifar10-resnet": CifarResNet9,
+    "cifar10-vit": CifarViT,
 }
 
 
