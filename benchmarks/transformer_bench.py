@@ -31,7 +31,9 @@ import onnxlrp
 
 
 def build(layers: int, hidden: int):
-    from transformer_models import BertLogits
+    from transformer_models import BertLogits, hide_unloadable_torchvision
+
+    hide_unloadable_torchvision()
     from transformers import BertConfig, BertForSequenceClassification
 
     config = BertConfig(

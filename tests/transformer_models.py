@@ -73,9 +73,21 @@ def _reinit(model: torch.nn.Module, seed: int, bias: bool) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen) / fan_in**0.5)
 
 
+def hide_unloadable_torchvision() -> None:
+    """PyPI's torchvision (installed with --no-deps for the model-zoo tests) cannot load beside the
+    CPU torch, and transformers imports it whenever it is installed: tell transformers it is absent."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        import transformers.utils.import_utils as hf_imports
+
+        hf_imports._torchvision_available = False
+
+
 def build(kind: str, seed: int = 0, bias: bool = True) -> _Logits:
     """A small random-init ``vit``, ``bert`` or ``gpt2`` wrapped to return its logits, in eval mode."""
     warnings.filterwarnings("ignore", module="transformers")
+    hide_unloadable_torchvision()
     from transformers import (
         BertConfig,
         BertForSequenceClassification,
