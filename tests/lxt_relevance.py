@@ -44,6 +44,7 @@ def _import_lxt():
 
 def relevance(kind: str, composite: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
     """Token relevance [N, seq] of the predicted class (BERT) or next token (GPT-2), seeded with 1."""
+    tm.hide_unloadable_torchvision()  # before _import_lxt's stand-in makes `import torchvision` succeed
     import transformers.models.bert.modeling_bert as modeling_bert
     import transformers.models.gpt2.modeling_gpt2 as modeling_gpt2
 
