@@ -135,7 +135,8 @@ def main() -> None:
         ids = rng.integers(0, 30522, (batch, args.seq)).astype(np.int64)
         feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
         t_forward = median_time(lambda feed=feed: forward.run(None, feed), args.rounds)
-        t_relevance = median_time(lambda feed=feed: relevance.run(["relevance"], feed), args.rounds)
+        relevance_feed = {**feed, "target": np.full(batch, -1, np.int64)}  # -1: the predicted class
+        t_relevance = median_time(lambda f=relevance_feed: relevance.run(["relevance"], f), args.rounds)
         t_lxt = lxt_time(args.layers, args.hidden, ids, args.rounds)
         lxt_cells = ("-", "-") if t_lxt is None else (f"{t_lxt:.4f}", f"{t_lxt / t_relevance:.1f}x")
         print(
