@@ -28,7 +28,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -265,11 +265,8 @@ def scan(
     todo = [s for s in range(shards) if s not in done]
     bar = _progress(n, sum(min(shard_size, n - s * shard_size) for s in done), progress)
     try:
-        results = (
-            _local(model, x, targets, fn, todo, shard_size, batch_size, threads)
-            if backend == "local"
-            else _ray(model, x, targets, fn, todo, shard_size, batch_size, threads, workers, address)
-        )
+        work = _Shards(model, x, targets, fn, shard_size, batch_size, threads)
+        results = _local(work, todo) if backend == "local" else _ray(work, todo, workers, address)
         for shard, arrays in results:
             _write_shard(folder, shard, shard * shard_size, arrays)
             bar.update(len(next(iter(arrays.values()))))
@@ -284,54 +281,53 @@ def _progress(total: int, initial: int, enabled: bool):
     return tqdm(total=total, initial=initial, desc="scan", unit="img", disable=not enabled, file=sys.stderr)
 
 
-def _local(
-    model: bytes,
-    x: np.ndarray,
-    targets: np.ndarray,
-    fn: BatchFn,
-    todo: Sequence[int],
-    shard_size: int,
-    batch_size: int,
-    threads,
-) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+@dataclass(frozen=True)
+class _Shards:
+    """The shards of one scan and how each is computed, in this process or in a Ray actor."""
+
+    model: bytes
+    x: np.ndarray
+    targets: np.ndarray
+    fn: BatchFn
+    shard_size: int
+    batch_size: int
+    threads: int | None
+
+    def session(self) -> RelevanceSession:
+        """An onnxruntime session of the relevance graph with ``threads`` threads."""
+        return RelevanceSession(self.model, options=session_options(self.threads))
+
+    def compute(self, session: RelevanceSession, shard: int) -> dict[str, np.ndarray]:
+        """The batch function's arrays of shard number ``shard``."""
+        part = slice(shard * self.shard_size, (shard + 1) * self.shard_size)
+        return run_shard(session, self.fn, self.x[part], self.targets[part], self.batch_size)
+
+
+def _local(shards: _Shards, todo: Sequence[int]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     if not todo:
         return
-    session = RelevanceSession(model, options=session_options(threads))
+    session = shards.session()
     for shard in todo:
-        part = slice(shard * shard_size, (shard + 1) * shard_size)
-        yield shard, run_shard(session, fn, x[part], targets[part], batch_size)
+        yield shard, shards.compute(session, shard)
 
 
 class _ShardActor:
     """A Ray Data actor: one onnxruntime session, computing whole shards."""
 
-    def __init__(self, model: bytes, data: list, fn: BatchFn, shard_size: int, batch_size: int, threads):
+    def __init__(self, shards: _Shards, data: list):
         import ray
 
-        self.x, self.targets = ray.get(data)  # in a list, so that Ray hands over references, not arrays
-        self.session = RelevanceSession(model, options=session_options(threads))
-        self.fn, self.shard_size, self.batch_size = fn, shard_size, batch_size
+        x, targets = ray.get(data)  # in a list, so that Ray hands over references, not arrays
+        self.shards = replace(shards, x=x, targets=targets)
+        self.session = self.shards.session()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        payloads = []
-        for shard in batch["shard"]:
-            part = slice(shard * self.shard_size, (shard + 1) * self.shard_size)
-            arrays = run_shard(self.session, self.fn, self.x[part], self.targets[part], self.batch_size)
-            payloads.append(_to_bytes(arrays))
+        payloads = [_to_bytes(self.shards.compute(self.session, shard)) for shard in batch["shard"]]
         return {"shard": batch["shard"], "payload": np.array(payloads, dtype=object)}
 
 
 def _ray(
-    model: bytes,
-    x: np.ndarray,
-    targets: np.ndarray,
-    fn: BatchFn,
-    todo: Sequence[int],
-    shard_size: int,
-    batch_size: int,
-    threads,
-    workers: int,
-    address: str | None,
+    shards: _Shards, todo: Sequence[int], workers: int, address: str | None
 ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     if not todo:
         return
@@ -339,6 +335,7 @@ def _ray(
         import ray
     except ImportError:
         raise ScanError("backend 'ray' needs ray: pip install 'onnxlrp[scale]'") from None
+    threads = shards.threads
     if not ray.is_initialized():
         if address:
             ray.init(address=address, log_to_driver=False)
@@ -348,12 +345,8 @@ def _ray(
     computed = data.map_batches(
         _ShardActor,
         fn_constructor_kwargs={
-            "model": model,
-            "data": [ray.put(np.ascontiguousarray(x)), ray.put(targets)],
-            "fn": fn,
-            "shard_size": shard_size,
-            "batch_size": batch_size,
-            "threads": threads,
+            "shards": replace(shards, x=np.empty(0), targets=np.empty(0)),  # the arrays go by reference
+            "data": [ray.put(np.ascontiguousarray(shards.x)), ray.put(shards.targets)],
         },
         batch_size=1,
         concurrency=workers,
