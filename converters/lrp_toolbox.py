@@ -435,23 +435,22 @@ def toolbox_to_onnx(
         inits.append(numpy_helper.from_array(np.array(array, order="C"), name))
         return name
 
-    # current tensor: name, logical toolbox shape (no N), and whether it is held as NCHW in the graph
+    # current tensor: name and logical toolbox shape (no N); a 3-D shape is held as NCHW in the graph
     cur = "input"
     shape = input_shape
-    nchw = False
     if len(shape) == 3:
         t = fresh("to_nchw")
         nodes.append(helper.make_node("Transpose", [cur], [t], name=t, perm=[0, 3, 1, 2]))
-        cur, nchw = t, True
+        cur = t
 
     def to_flat() -> None:
-        nonlocal cur, nchw
+        nonlocal cur
         if len(shape) == 3:
             t = fresh("to_nhwc")
             nodes.append(helper.make_node("Transpose", [cur], [t], name=t, perm=[0, 2, 3, 1]))
             f = fresh("flatten")
             nodes.append(helper.make_node("Flatten", [t], [f], name=f, axis=1))
-            cur, nchw = f, False
+            cur = f
 
     for layer, out_shape in zip(body, shapes, strict=True):
         kind, p = layer.kind, layer.params
