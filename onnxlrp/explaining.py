@@ -19,7 +19,7 @@ import onnx
 
 from onnxlrp.canonical import float32_copy
 from onnxlrp.errors import ModelLoadError, OnnxLrpError
-from onnxlrp.graph import INTEGER_TYPES, check_size, data_input
+from onnxlrp.graph import INTEGER_TYPES, check_size, data_input, fixed_dims
 from onnxlrp.loading import ModelLike
 from onnxlrp.loading import load_model as load_proto
 from onnxlrp.runtime import RelevanceSession
@@ -83,11 +83,7 @@ def load_model(spec: str | os.PathLike, input_name: str | None = None) -> ModelH
     model = zoo_model.model if zoo_model is not None else load_proto(path)
     name = os.fspath(spec) if zoo_model is not None and not Path(spec).exists() else path.stem
     initializers = {t.name for t in model.graph.initializer}
-    shapes = {
-        i.name: tuple(d.dim_value if d.HasField("dim_value") else -1 for d in i.type.tensor_type.shape.dim)
-        for i in model.graph.input
-        if i.name not in initializers
-    }
+    shapes = {i.name: tuple(fixed_dims(i)) for i in model.graph.input if i.name not in initializers}
     if not shapes:
         raise ModelLoadError(f"{spec}: the model has no input")
     explained = input_name or next(iter(shapes))

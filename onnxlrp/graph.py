@@ -136,6 +136,11 @@ def node_inputs(node: onnx.NodeProto) -> list[str]:
     return listed + sorted(implicit_inputs(node) - set(listed))
 
 
+def fixed_dims(value: onnx.ValueInfoProto) -> list[int]:
+    """A value's dimensions, -1 for each that is not a fixed number."""
+    return [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
+
+
 def data_input(model: onnx.ModelProto, name: str | None = None) -> onnx.ValueInfoProto:
     """The model input that is explained: the float graph input ``name``, or the first float graph
     input that is not an initializer, or else the first integer input read as the indices of an

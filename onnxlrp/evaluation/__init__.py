@@ -46,7 +46,7 @@ from onnxlrp.evaluation.metrics import (
     region_relevance,
 )
 from onnxlrp.evaluation.plots import plot_curves, plot_json, result_files, write_results
-from onnxlrp.evaluation.runner import EvaluationResult, evaluate
+from onnxlrp.evaluation.runner import EvaluationResult, evaluate, load_data
 from onnxlrp.explaining import LogitSession as onnx_forward
 from onnxlrp.explaining import logit_model
 from onnxlrp.methods import BASELINES, DEFAULT_METHODS, Method, parse_method
@@ -68,6 +68,7 @@ __all__ = [
     "finite_difference_check",
     "gaussian_blur",
     "gradient_x_input_ok",
+    "load_data",
     "load_dataset",
     "logit_model",
     "method_region_scores",

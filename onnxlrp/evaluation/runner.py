@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
+from onnxlrp.datasets import load_dataset
 from onnxlrp.errors import InvalidOptionError
 from onnxlrp.evaluation.heatmaps import method_region_scores
 from onnxlrp.evaluation.metrics import (
@@ -22,9 +24,10 @@ from onnxlrp.evaluation.metrics import (
     setup_from,
 )
 from onnxlrp.explaining import LogitSession, run_batched
-from onnxlrp.graph import data_input
+from onnxlrp.graph import data_input, fixed_dims
 from onnxlrp.loading import ModelLike, load_model
 from onnxlrp.methods import BASELINES, DEFAULT_METHODS, Method
+from onnxlrp.zoo import locate
 
 
 @dataclass
@@ -117,15 +120,27 @@ def evaluate(
     )
 
 
+def load_data(
+    model: str | os.PathLike,
+    data: str | os.PathLike,
+    n: int | None = None,
+    datasets_dir: str | os.PathLike | None = None,
+) -> tuple[Path, np.ndarray, np.ndarray | None]:
+    """(the model's file, inputs, labels or None) of ``data`` for ``model`` (a zoo name or .onnx
+    path): a data set preprocessed as the zoo entry says, or a .npy checked against the model's input."""
+    path, zoo_model = locate(model)
+    shape = fixed_dims(data_input(load_model(path, external_data=False)))
+    x, labels, _ = load_dataset(data, zoo_model, n=n, datasets_dir=datasets_dir, input_shape=shape)
+    return path, x, labels
+
+
 def checked_images(model: onnx.ModelProto, x: np.ndarray, region: int) -> np.ndarray:
     """``x`` as float32 [N, C, H, W] if it fits the model's input (N >= 1, finite values) and a
     ``region`` x ``region`` tile fits in it; else an error saying what does not."""
     x = np.asarray(x)
     if x.dtype.kind not in "biuf":
         raise InvalidOptionError(f"the inputs must be numbers, got dtype {x.dtype}")
-    dims = [
-        d.dim_value if d.HasField("dim_value") else -1 for d in data_input(model).type.tensor_type.shape.dim
-    ]
+    dims = fixed_dims(data_input(model))
     if x.ndim != 4 or any(w > 0 and w != h for w, h in zip(dims[1:], x.shape[1:], strict=False)):
         wanted = "x".join(str(w) if w > 0 else "?" for w in dims[1:])
         raise InvalidOptionError(f"the inputs have shape {list(x.shape)}; the model takes [N, {wanted}]")
