@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from onnxlrp.cli.options import add_rule_arguments, compile_options
+from onnxlrp.cli.options import add_model_argument, add_rule_arguments, compile_options
 
 HELP = """\
 One resumable scan over the data keeps, per channel of the layer, the images where it receives the
@@ -24,7 +24,7 @@ def register(subparsers) -> None:
         epilog=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="an .onnx file or a zoo model name")
+    add_model_argument(p)
     p.add_argument(
         "data",
         help='"mnist" or "cifar10" (test split, zoo preprocessing), a .npy [N,C,H,W] or a folder of images',

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from onnxlrp.cli.options import add_model_argument
 from onnxlrp.errors import OnnxLrpError
 from onnxlrp.methods import DEFAULT_METHODS, parse_method
 
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="an .onnx file or a zoo model name")
+    add_model_argument(p)
     p.add_argument("data", help='"mnist" or "cifar10" (test split, zoo preprocessing) or a .npy [N,C,H,W]')
     p.add_argument("--method", "-m", action="append", default=[], metavar="SPEC", help="a method spec")
     p.add_argument("--rule", action="append", default=[], help="an LRP rule (epsilon: one per --epsilon)")
@@ -86,10 +87,7 @@ def _is_plain_epsilon(spec: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from onnxlrp import evaluation as ev
-    from onnxlrp.datasets import load_dataset
-    from onnxlrp.graph import data_input
-    from onnxlrp.loading import claim_outputs, load_model, output_folder
-    from onnxlrp.zoo import locate
+    from onnxlrp.loading import claim_outputs, output_folder
 
     try:
         methods = [parse_method(s) for s in method_specs(args)]
@@ -101,10 +99,7 @@ def run(args: argparse.Namespace) -> int:
     data_name = Path(args.data).stem if args.data.endswith(".npy") else args.data
     out = Path(args.out) if args.out else Path("out") / "evaluate" / f"{model_name}-{data_name}"
     claim_outputs(ev.result_files(output_folder(out)).values(), args.force, [args.data])  # before the work
-    path, zoo_model = locate(args.model)
-    dims = data_input(load_model(path, external_data=False)).type.tensor_type.shape.dim
-    shape = [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
-    x, labels, _ = load_dataset(args.data, zoo_model, n=args.n, datasets_dir=args.datasets, input_shape=shape)
+    path, x, labels = ev.load_data(args.model, args.data, n=args.n, datasets_dir=args.datasets)
     try:
         setup = ev.PerturbationSetup(
             region=args.region,
