@@ -36,6 +36,7 @@ import numpy as np
 import onnxruntime as ort
 
 from onnxlrp.errors import OnnxLrpError
+from onnxlrp.explaining import run_batched
 from onnxlrp.runtime import RelevanceSession
 
 BatchFn = Callable[[RelevanceSession, np.ndarray, np.ndarray], dict[str, np.ndarray]]
@@ -82,19 +83,18 @@ def run_shard(
     session: RelevanceSession, fn: BatchFn, x: np.ndarray, targets: np.ndarray, batch_size: int
 ) -> dict[str, np.ndarray]:
     """``fn`` over ``x`` in batches of ``batch_size``, the results concatenated per key."""
-    parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(x), batch_size):
-        batch = x[start : start + batch_size]
-        out = fn(session, batch, targets[start : start + batch_size])
+
+    def checked(batch: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+        out = {key: np.asarray(value) for key, value in fn(session, batch, target).items()}
         for key, value in out.items():
-            value = np.asarray(value)
             if value.ndim == 0 or value.shape[0] != len(batch):
                 raise ScanError(
                     f"the batch function returned {key!r} with shape {value.shape}; "
                     f"its first dimension must be the batch size {len(batch)}"
                 )
-            parts.setdefault(key, []).append(value)
-    return {key: np.concatenate(values) for key, values in parts.items()}
+        return out
+
+    return run_batched(checked, x, batch_size=batch_size, target=targets)
 
 
 def _to_bytes(arrays: dict[str, np.ndarray]) -> bytes:
