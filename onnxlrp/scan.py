@@ -37,6 +37,7 @@ import onnxruntime as ort
 
 from onnxlrp.errors import OnnxLrpError
 from onnxlrp.explaining import run_batched
+from onnxlrp.loading import write_text, writing
 from onnxlrp.runtime import RelevanceSession
 
 BatchFn = Callable[[RelevanceSession, np.ndarray, np.ndarray], dict[str, np.ndarray]]
@@ -185,9 +186,7 @@ def _prepare(folder: Path, manifest: dict, force: bool) -> set[int]:
     elif any(folder.iterdir()) and not force:
         raise ScanError(f"{folder}: exists and is not a scan folder; choose an empty or new folder")
     if not path.is_file():
-        tmp = folder / (MANIFEST + TMP_SUFFIX)
-        tmp.write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp, path)
+        write_text(path, json.dumps(manifest, indent=1))
     for leftover in folder.glob(f"shard-*{TMP_SUFFIX}"):  # a shard a killed run did not finish
         shutil.rmtree(leftover)
     done = set()
@@ -205,9 +204,8 @@ def _finish(folder: Path, shards: int, indices: np.ndarray, labels: np.ndarray |
     table = table.add_column(0, "index", pa.array(indices))
     if labels is not None:
         table = table.add_column(1, "label", pa.array(labels))
-    tmp = folder / (INDEX + TMP_SUFFIX)
-    pq.write_table(table, tmp)
-    os.replace(tmp, folder / INDEX)
+    with writing(folder / INDEX, force=True) as tmp:
+        pq.write_table(table, tmp)
     return ScanResult(folder, shards)
 
 
