@@ -35,8 +35,7 @@ from onnxlrp.concepts import (
 )
 from onnxlrp.errors import OutputExistsError
 from onnxlrp.loading import write_text, writing
-from onnxlrp.runtime import RelevanceSession
-from onnxlrp.scan import session_options
+from onnxlrp.runtime import RelevanceSession, session_options
 
 THUMB = 64  # pixels per reference image in the strips
 ATLAS = "atlas.html"

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from onnxlrp import runtime
 from onnxlrp.assembly import TARGET
 from onnxlrp.canonical import free_batch_dimension
 from onnxlrp.compiler import compile
@@ -118,13 +119,7 @@ def measure_peak(load: Callable[[], Callable[[], object]]) -> dict[str, float | 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
     """The options of every benchmarked session: `threads` intra-op threads (None: onnxruntime's
     default), idle workers sleep instead of spinning (two sessions alternate in one process)."""
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
+    return runtime.session_options(threads, spinning=False)
 
 
 def _timed_session(

@@ -22,8 +22,8 @@ from onnxlrp.compiler import compile, exposed_name
 from onnxlrp.conditioning import channel_relevance_name, mask_name, one_hot_masks
 from onnxlrp.errors import OnnxLrpError
 from onnxlrp.loading import ModelLike, load_model
-from onnxlrp.runtime import RelevanceSession
-from onnxlrp.scan import ScanResult, scan, session_options
+from onnxlrp.runtime import RelevanceSession, session_options
+from onnxlrp.scan import ScanResult, scan
 
 
 class ConceptError(OnnxLrpError):

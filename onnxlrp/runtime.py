@@ -37,6 +37,20 @@ NUMPY_TYPES = {
 }
 
 
+def session_options(threads: int | None = None, spinning: bool = True) -> ort.SessionOptions:
+    """onnxruntime options: ``threads`` intra-op threads (None: all cores), warnings not logged;
+    ``spinning=False``: idle workers sleep instead of spinning (sessions that alternate in one
+    process)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1  # only used by the parallel execution mode, which is off
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def _declared(shape: list) -> str:
     return "[" + ", ".join(str(d) if isinstance(d, int) else str(d or "?") for d in shape) + "]"
 

@@ -33,12 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from onnxlrp.errors import OnnxLrpError
 from onnxlrp.explaining import run_batched
 from onnxlrp.loading import write_text, writing
-from onnxlrp.runtime import RelevanceSession
+from onnxlrp.runtime import RelevanceSession, session_options
 
 BatchFn = Callable[[RelevanceSession, np.ndarray, np.ndarray], dict[str, np.ndarray]]
 """(session, inputs [n, ...], targets int64 [n], -1 = predicted) -> per-image arrays, each with first
@@ -68,16 +67,6 @@ def fingerprint(data: bytes | np.ndarray) -> str:
     else:
         digest.update(data)
     return digest.hexdigest()
-
-
-def session_options(threads: int | None) -> ort.SessionOptions:
-    """onnxruntime options using ``threads`` intra-op threads (None: all cores)."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return options
 
 
 def run_shard(
