@@ -141,7 +141,6 @@ class RelevanceSession:
         # graphs compiled before `target` became a plain input had it as an overridable initializer
         overridable = {i.name for i in self.session.get_overridable_initializers()}
         self.takes_target = TARGET in names | overridable
-        self.takes_seed = RELEVANCE_SEED in names
         self.seed_arg = next((i for i in self.session.get_inputs() if i.name == RELEVANCE_SEED), None)
         self.masks = {  # name -> channels; masks not given are fed ones (every channel)
             i.name: i.shape[1] for i in self.session.get_inputs() if i.name.startswith(f"{MASK}:")
