@@ -51,6 +51,8 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxlrp.errors import ModelLoadError, OnnxLrpError
 from onnxlrp.loading import ensure_writable, read_bytes, save_model
 
+from . import IR_VERSION, OPSET
+
 __all__ = [
     "IR_VERSION",
     "OPSET",
@@ -62,9 +64,6 @@ __all__ = [
     "parse_toolbox_text",
     "toolbox_to_onnx",
 ]
-
-IR_VERSION = 10
-OPSET = 17
 
 # layer name -> number of integer parameters on its header line
 _HEADER_ARGS = {

@@ -22,7 +22,7 @@ import torch
 
 from onnxlrp.loading import save_model
 
-IR_VERSION = 10
+from . import IR_VERSION
 
 
 def strip_identity(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -29,10 +29,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxlrp.errors import ModelLoadError, UnsupportedModelError
 
-__all__ = ["IR_VERSION", "OPSET", "mlp_to_onnx", "numpy_forward"]
+from . import IR_VERSION, OPSET
 
-IR_VERSION = 10
-OPSET = 17
+__all__ = ["IR_VERSION", "OPSET", "mlp_to_onnx", "numpy_forward"]
 
 _ACTIVATIONS = {"relu": "Relu", "tanh": "Tanh", "logistic": "Sigmoid", "identity": None}
 _NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
