@@ -34,6 +34,7 @@ from onnxlrp.concepts import (
     top_images,
 )
 from onnxlrp.errors import OutputExistsError
+from onnxlrp.explaining import run_batched
 from onnxlrp.loading import write_text, writing
 from onnxlrp.runtime import RelevanceSession, session_options
 
@@ -129,12 +130,8 @@ def build_atlas(
     )
     forward = RelevanceSession(prune(graph.model, [graph.tensor]), options=session_options(threads))
     act_rows = by_activation.reshape(-1)
-    act_maps = np.concatenate(
-        [
-            forward.run(data.x[act_rows[s : s + batch_size]])[graph.tensor]
-            for s in range(0, len(act_rows), batch_size)
-        ]
-    )[np.arange(len(act_rows)), np.repeat(chosen, k)]
+    act_maps = run_batched(forward.run, data.x[act_rows], batch_size=batch_size)[graph.tensor]
+    act_maps = act_maps[np.arange(len(act_rows)), np.repeat(chosen, k)]
     boxes = receptive_boxes(graph) if len(graph.shape) == 3 else None
 
     (folder / "channels").mkdir(exist_ok=True)

@@ -22,6 +22,7 @@ import numpy as np
 from onnxlrp import augment, heatmap
 from onnxlrp.atlas import AtlasData, centre_share
 from onnxlrp.concepts import ConceptError, ConceptGraph, conditional_heatmaps, prune
+from onnxlrp.explaining import run_batched
 from onnxlrp.runtime import RelevanceSession
 
 
@@ -149,6 +150,4 @@ def concept_figures(
 def predictions(graph: ConceptGraph, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """The model's predicted classes for ``x``."""
     session = RelevanceSession(prune(graph.model, [graph.output]))
-    return np.concatenate(
-        [session.run(x[s : s + batch_size])[graph.output].argmax(1) for s in range(0, len(x), batch_size)]
-    )
+    return run_batched(session.run, x, batch_size=batch_size)[graph.output].argmax(1)

@@ -21,6 +21,7 @@ from onnxlrp import heatmap
 from onnxlrp.compiler import compile, exposed_name
 from onnxlrp.conditioning import channel_relevance_name, mask_name, one_hot_masks
 from onnxlrp.errors import OnnxLrpError
+from onnxlrp.explaining import run_batched
 from onnxlrp.loading import ModelLike, load_model
 from onnxlrp.runtime import RelevanceSession, session_options
 from onnxlrp.scan import ScanResult, scan
@@ -184,15 +185,16 @@ def conditional_heatmaps(
     only, and the relevance at the layer (that channel's map, [P, ...]), explaining targets[i]."""
     masks = one_hot_masks(graph.channels, channels)
     session = session or RelevanceSession(graph.model, options=session_options(threads))
-    heat, layer = [], []
-    chosen = np.asarray(channels)
-    for start in range(0, len(x), batch_size):
-        part = slice(start, start + batch_size)
-        out = session.run(x[part], target=targets[part], masks={mask_name(graph.tensor): masks[part]})
-        heat.append(out["relevance"])
+
+    def run(xb: np.ndarray, target: np.ndarray, mask: np.ndarray, channel: np.ndarray) -> dict:
+        out = session.run(xb, target=target, masks={mask_name(graph.tensor): mask})
         at_layer = out[exposed_name(graph.tensor)]
-        layer.append(at_layer[np.arange(len(at_layer)), chosen[part]])
-    return np.concatenate(heat), np.concatenate(layer)
+        return {"heat": out["relevance"], "layer": at_layer[np.arange(len(at_layer)), channel]}
+
+    result = run_batched(
+        run, x, batch_size=batch_size, target=np.asarray(targets), mask=masks, channel=np.asarray(channels)
+    )
+    return result["heat"], result["layer"]
 
 
 def receptive_boxes(graph: ConceptGraph, trials: int = 2, seed: int = 0) -> np.ndarray:
