@@ -236,7 +236,7 @@ def carried_inputs(spec: OpSpec | None, node: onnx.NodeProto, info: GraphInfo) -
 
 
 # op types without an emitter that still carry facts (evaluation reads the whole forward graph)
-declare("Softmax", "LogSoftmax", "Constant", "Shape", "Gather", "Cast", facts=("piecewise_linear",))
+declare("LogSoftmax", "Constant", "Shape", facts=("piecewise_linear",))
 
 # importing the emitter modules fills REGISTRY
 from onnxlrp.ops import (  # noqa: E402, F401

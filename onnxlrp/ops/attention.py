@@ -129,7 +129,7 @@ def emit_expand(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict
     return {0: reduce_to(ctx, relevance[0], info.shape(node.input[0]), info.shape(node.output[0]))}
 
 
-@register("Gather", zeros="passed", facts=("order_preserving",))
+@register("Gather", zeros="passed", facts=("order_preserving", "piecewise_linear"))
 def emit_gather(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     """One position picked along a non-batch axis (a class token: hidden[:, 0]): its relevance goes
     back to that position, the others get none. The axis' length is read at run time."""

@@ -46,7 +46,7 @@ def emit_round_trip(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> 
     return {0: relevance[0]}
 
 
-@register("Cast")
+@register("Cast", facts=("piecewise_linear",))
 def emit_cast(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dict:
     """A Cast between float types passes relevance unchanged; other Casts have no relevance."""
     if ctx.attr(node, "to") not in FLOAT_TYPES:
