@@ -57,9 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def default_output(model_path: Path, cwd: Path | None = None) -> Path:
+def default_output(model_path: Path) -> Path:
+    """MODEL.lrp.onnx beside the model file (in the current folder when there is no such file)."""
     stem = model_path.name.removesuffix(".onnx")
-    folder = model_path.parent if model_path.exists() else (cwd or Path.cwd())
+    folder = model_path.parent if model_path.exists() else Path.cwd()
     return folder / f"{stem}.lrp.onnx"
 
 
