@@ -69,6 +69,8 @@ sys.path.insert(0, {str(Path(__file__).resolve().parent.parent / "tests")!r})
 import numpy as np, torch
 torch.set_num_threads(1)
 from lxt_relevance import _import_lxt
+from transformer_models import hide_unloadable_torchvision
+hide_unloadable_torchvision()
 import transformers.models.bert.modeling_bert as mb
 monkey_patch, lxt_bert, _ = _import_lxt()
 monkey_patch(mb, lxt_bert.attnLRP)
