@@ -3,12 +3,14 @@ about the op.
 
 An emitter receives the forward node and the relevance arriving at its outputs, writes the nodes that
 propagate it, and returns the relevance of its data inputs. Adding an operator = one decorated
-function in a module of this package (and its test). `kind` tells the composites how to pick a rule:
-"conv", "dense", "avgpool" and "affine" are linear layers and take a linear-layer rule (`rules.Rule`);
-"sum" (Add/Sub/Sum of several activations) takes a rule for sums (`rules.SumRule`); the rest take
-none. `zeros` says whether the relevance an op sends to an input is zero wherever that input is zero
-(see `ZEROS`); the compiler uses it to stabilise a ReLU's input more cheaply
-(analysis.rectified_inputs). `facts` are named properties of the op (see `FACTS`), queried with
+function in a module of this package (and its test). `kind` tells the composites how to pick a rule,
+through the kind's rule protocol (`RULE_PROTOCOLS`): "conv", "dense", "avgpool", "affine" and "norm"
+are linear layers (`rules.Rule`); "sum" (Add/Sub/Sum of several activations) and "offset" (x + a
+constant that is no layer's bias) take a rule for sums (`rules.SumRule`); "product" (a product of two
+activations) a `rules.ProductRule`; "softmax" a `rules.SoftmaxRule`; the other kinds take none. An op
+whose nodes differ in kind (MatMul: dense or product) decides per node with `kind_of`. `zeros` says
+whether the relevance an op sends to an input is zero wherever that input is zero (see `ZEROS`); the
+compiler uses it to stabilise a ReLU's input more cheaply (analysis.rectified_inputs). `facts` are named properties of the op (see `FACTS`), queried with
 `has_fact` and `ops_with`; op types without an emitter may carry facts too (`declare`).
 """
 

@@ -23,14 +23,12 @@ NEGATIVE_INFINITY = np.array(-np.inf, np.float32)
 
 
 class Windows(NamedTuple):
-    """A pool's windows: explicit pads (end pads grown by what a ceil_mode window reaches past x) and
-    the ConvTranspose output_padding that gives back x's spatial shape."""
+    """A pool's windows: explicit pads (end pads grown by what a ceil_mode window reaches past x)."""
 
     kernel: list
     strides: list
     dilations: list
     pads: list
-    output_padding: list
 
 
 @register("MaxPool", kind="maxpool", zeros="passed", facts=("order_preserving", "pool", "piecewise_linear"))
@@ -38,7 +36,8 @@ def emit_maxpool(ctx: EmitContext, node: onnx.NodeProto, relevance: list) -> dic
     if ctx.attr(node, "storage_order", 0) != 0:
         raise UnsupportedModelError(f"node '{node.name}' (MaxPool): storage_order=1 is not supported")
     kernel = list(ctx.attr(node, "kernel_shape"))
-    w = Windows(kernel, *conv_geometry(ctx, node, node.input[0], node.output[0], kernel))
+    strides, dilations, pads, _ = conv_geometry(ctx, node, node.input[0], node.output[0], kernel)
+    w = Windows(kernel, strides, dilations, pads)
     if ctx.runtime == "onnxruntime":
         return {0: _route_by_indices(ctx, node, relevance[0], w)}
     if w.strides == kernel and all(d == 1 for d in w.dilations):
