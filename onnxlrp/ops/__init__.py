@@ -10,8 +10,9 @@ constant that is no layer's bias) take a rule for sums (`rules.SumRule`); "produ
 activations) a `rules.ProductRule`; "softmax" a `rules.SoftmaxRule`; the other kinds take none. An op
 whose nodes differ in kind (MatMul: dense or product) decides per node with `kind_of`. `zeros` says
 whether the relevance an op sends to an input is zero wherever that input is zero (see `ZEROS`); the
-compiler uses it to stabilise a ReLU's input more cheaply (analysis.rectified_inputs). `facts` are named properties of the op (see `FACTS`), queried with
-`has_fact` and `ops_with`; op types without an emitter may carry facts too (`declare`).
+compiler uses it to stabilise a ReLU's input more cheaply (analysis.rectified_inputs). `facts` are
+named properties of the op (see `FACTS`), queried with `has_fact` and `ops_with`; op types without an
+emitter may carry facts too (`declare`).
 """
 
 from __future__ import annotations
