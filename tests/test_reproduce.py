@@ -48,14 +48,35 @@ def expected_figures() -> list[str]:
     return names
 
 
-def check_output(out: Path) -> None:
+def concept_figures(model: str) -> list[str]:
+    folder = f"concepts/{model}/figures"
+    names = ["fig7_concepts", "fig8_concepts_horse", "fig8_concepts_automobile", "fig9_concepts"]
+    return [f"{folder}/{name}.png" for name in names]
+
+
+def check_output(out: Path, concepts_drawn: bool = True) -> None:
+    """Every figure written, shown once with a caption; the concept atlas of each CIFAR model
+    built and linked, with its Figs. 7-9 (``concepts_drawn``) or the reason why there are none."""
     index = (out / "index.html").read_text()
     linked = set(re.findall(r"src='([^']+\.png)'", index))
-    for name in expected_figures():
+    drawn = [name for model in CIFAR for name in concept_figures(model) if (out / name).is_file()]
+    for name in expected_figures() + drawn:
         assert (out / name).is_file(), name
         assert name in linked, f"index.html does not show {name}"
         Image.open(out / name).verify()
-    assert linked == {p.name for p in out.glob("*.png")}
+    assert linked == {p.name for p in out.glob("*.png")} | set(drawn)
+    for model in CIFAR:
+        assert (out / "concepts" / model / "atlas.html").is_file()
+        assert f"href='concepts/{model}/atlas.html'" in index
+        summary = json.loads((out / "concepts" / model / "concepts.json").read_text())
+        assert len(summary["channels"]) == summary["layer_shape"][0]  # every channel a candidate
+        if concepts_drawn:
+            assert set(concept_figures(model)) <= set(drawn), model
+    for name in drawn:  # the caption says how the channels were chosen
+        caption = index.split(f"src='{name}'")[1].split("</figcaption>")[0]
+        assert "chosen over" in caption and "centre share" in caption, name
+    if len(drawn) < 4 * len(CIFAR):
+        assert "No concept figures:" in index
     assert index.count("<figcaption>") == len(linked)
     for model in CIFAR:
         crit = json.loads((out / f"criterion_{model}.json").read_text())
@@ -160,8 +181,9 @@ def test_reproduce_standins(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce, "CifarSource", FakeCifar)
     lines = []
     figures = reproduce.reproduce(tmp_path / "out", quick=True, log=lines.append)
-    check_output(tmp_path / "out")
-    assert {f.file for f in figures} == set(expected_figures())
+    check_output(tmp_path / "out", concepts_drawn=False)  # random nets serve no class
+    drawn = {n for m in CIFAR for n in concept_figures(m) if (tmp_path / "out" / n).is_file()}
+    assert {f.file for f in figures} == set(expected_figures()) | drawn
     assert any("object neurons" in line for line in lines)  # the criterion is printed
 
 

@@ -44,6 +44,7 @@ from onnxlrp.reproduce.common import (
     inside_share,
     mnist_test,
 )
+from onnxlrp.reproduce.crp import crp_figures
 from onnxlrp.reproduce.mnist import ambiguous_35, mnist_figures
 from onnxlrp.reproduce.page import write_index
 from onnxlrp.reproduce.vit import vit_figures
@@ -71,17 +72,18 @@ def reproduce(
     mnist = load_model(MNIST_STRONG), load_model(MNIST_WEAK)
     mnist_figures(out, st, rel, *mnist, mnist_test(st.mnist_pool))
     source = CifarSource()
-    criteria = []
+    criteria, atlases = [], []
     handles = [load_model(model) for model in CIFAR_MODELS]
     chosen = pick_images(handles, source, st)
     for handle in handles:
         t = time.time()
         model = handle.name
         criteria.append(cifar_figures(out, st, rel, source, handle, chosen))
+        atlases.append(crp_figures(out, st, source, handle))
         log(f"{model} figures done in {time.time() - t:.1f} s ({source.name})")
     t = time.time()
     vit_figures(out, st, rel, source, load_model(CIFAR_VIT), chosen)
     log(f"{CIFAR_VIT} figures done in {time.time() - t:.1f} s ({source.name})")
-    index = write_index(out, st, criteria)
+    index = write_index(out, st, criteria, atlases)
     log(f"wrote {len(st.figures)} figures and {index} in {time.time() - start:.1f} s")
     return st.figures

@@ -49,6 +49,8 @@ class Settings:
     candidates: int = 24  # units whose inside share is computed
     class_images: int = 5  # horses / cars in Fig. 8
     n_object: int = 3  # object neurons shown
+    crp_images: int | None = None  # test images scanned for the concept atlas (None: all)
+    crp_top: int = 8  # reference images per channel in the atlas
     neuron_rule: dict[str, Any] = field(default_factory=lambda: dict(NEURON_RULE))
     batch_size: int = 256
     log: Callable[[str], object] = print
@@ -66,6 +68,8 @@ class Settings:
                 candidates=3,
                 class_images=2,
                 n_object=1,
+                crp_images=200,
+                crp_top=2,
                 neuron_rule=dict(EPSILON),
                 log=log,
             )

@@ -9,7 +9,7 @@ from onnxlrp.loading import write_text
 from onnxlrp.reproduce.common import Settings
 
 
-def write_index(out: Path, st: Settings, criteria: list[dict]) -> Path:
+def write_index(out: Path, st: Settings, criteria: list[dict], atlases: list[dict]) -> Path:
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>onnxlrp: seed paper figures</title>",
         "<style>body{font-family:sans-serif;max-width:1800px;margin:auto} img{max-width:100%;"
@@ -48,5 +48,19 @@ def write_index(out: Path, st: Settings, criteria: list[dict]) -> Path:
                 f"<td>{c['inside_share_mean']:.3f}</td><td>{c['inside_share_std']:.3f}</td></tr>"
             )
         parts.append("</table>")
+    for atlas in atlases:
+        link = html.escape(atlas["atlas"])
+        parts.append(
+            f"<h2>Concept atlas, {html.escape(atlas['model'])}</h2><p>Layer {html.escape(atlas['layer'])}, "
+            f"{atlas['images']} images ({html.escape(atlas['source'])}): <a href='{link}'>atlas.html</a> "
+            "(per channel its reference images, class shares and centre share). "
+            + (
+                f"No concept figures: {html.escape(atlas['skipped'])}."
+                if "skipped" in atlas
+                else f"Object channels {html.escape(str(atlas['objects']))}, background channel "
+                f"{atlas['background']} (the '(concept atlas)' figures above)."
+            )
+            + "</p>"
+        )
     parts.append("</body></html>")
     return write_text(out / "index.html", "\n".join(parts), force=True)  # reproduce checked the folder
