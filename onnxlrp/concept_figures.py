@@ -49,6 +49,26 @@ def background_channel(summary: dict) -> tuple[int, int]:
     return lowest["channel"], int(np.argmax(lowest["class_shares"]))
 
 
+def rival_channel(summary: dict, background: int, label: int) -> int:
+    """The object channel Fig. 9 sets against ``background``: the top object channel of class
+    ``label``, or where no channel gives that class half of its relevance, the one with the highest
+    centre share among the channels giving it their largest share."""
+    try:
+        return object_channels(summary, label, 1)[0]
+    except ConceptError:
+        served = [
+            r
+            for r in _candidates(summary)
+            if r["channel"] != background and int(np.argmax(r["class_shares"])) == label
+        ]
+        if not served:
+            raise ConceptError(
+                f"no channel besides {background} gives most of its relevance to class "
+                f"{summary['classes'][label]}"
+            ) from None
+        return max(served, key=lambda r: r["centre_share"])["channel"]
+
+
 def _class_rows(data: AtlasData, predicted: np.ndarray, label: int, count: int) -> np.ndarray:
     """The first ``count`` images of class ``label`` that the model classifies correctly."""
     rows = np.flatnonzero((data.labels == label) & (predicted == label))[:count]
@@ -129,7 +149,7 @@ def concept_figures(
         )
         written.append(path)
     rows = _class_rows(data, predicted, background_class, images)
-    rival = object_channels(summary, background_class, 1)[0]
+    rival = rival_channel(summary, background, background_class)
     path = folder / "fig9_concepts.png"
     heatmap.render_panels(
         path,

@@ -211,3 +211,28 @@ def test_reproduce_quick_zoo(tmp_path):
     out = tmp_path / "figs"
     assert main(["reproduce", "--quick", "--out", str(out)]) == 0
     check_output(out)
+
+
+def test_fig9_rival_when_no_channel_gives_the_class_half():
+    from onnxlrp.concept_figures import background_channel, rival_channel
+    from onnxlrp.concepts import ConceptError
+
+    def record(channel, share, centre, shares):
+        return {"channel": channel, "share": share, "centre_share": centre, "class_shares": shares}
+
+    summary = {
+        "layer_shape": [4],
+        "classes": ["a", "b", "c"],
+        "channels": [
+            record(0, 0.40, 0.10, [0.45, 0.30, 0.25]),  # the background channel, mostly class a
+            record(1, 0.30, 0.70, [0.40, 0.35, 0.25]),  # mostly a, but under half
+            record(2, 0.25, 0.90, [0.20, 0.60, 0.20]),  # an object channel of b
+            record(3, 0.05, 0.95, [0.45, 0.10, 0.45]),  # below the average share: no candidate
+        ],
+    }
+    assert background_channel(summary) == (0, 0)
+    assert rival_channel(summary, 0, 0) == 1  # no channel gives a half: the best-centred of a's
+    assert rival_channel(summary, 0, 1) == 2  # b's top object channel
+    summary["channels"][1]["class_shares"] = [0.2, 0.5, 0.3]
+    with pytest.raises(ConceptError, match="besides 0 gives most of its relevance to class a"):
+        rival_channel(summary, 0, 0)

@@ -5,11 +5,12 @@ the paper's 24-candidate criterion (cifar.py)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 from onnxlrp.atlas import AtlasData, build_atlas
-from onnxlrp.concept_figures import background_channel, concept_figures, object_channels
+from onnxlrp.concept_figures import background_channel, concept_figures, object_channels, rival_channel
 from onnxlrp.concepts import ConceptError, concept_graph
 from onnxlrp.datasets import select_indices
 from onnxlrp.explaining import ModelHandle, describe_rule
@@ -19,7 +20,9 @@ from onnxlrp.reproduce.common import AUTOMOBILE, HORSE, CifarSource, Figure, Set
 CAPTIONS = {
     "fig7": "the object channels of class {first} on a {first}, mirrored and hue-shifted",
     "fig8": "the object channels of each class across correctly classified test images of it",
-    "fig9": "the background channel {background} against the top object channel of its class",
+    "fig9": "the background channel {background} against the object channel {rival} of its class "
+    "(the top one; where none gives that class half of its relevance, the highest centre share among "
+    "those giving it their largest share), on correctly classified test images of that class",
 }
 
 
@@ -62,10 +65,12 @@ def crp_figures(out: Path, st: Settings, source: CifarSource, handle: ModelHandl
     }
     summary = json.loads((folder / "concepts.json").read_text())
     try:
-        paths = concept_figures(graph, data, folder, folder / "figures", (HORSE, AUTOMOBILE), st.class_images)
         background, background_class = background_channel(summary)
         objects = {label: object_channels(summary, label) for label in (HORSE, AUTOMOBILE)}
+        rival = rival_channel(summary, background, background_class)
+        paths = concept_figures(graph, data, folder, folder / "figures", (HORSE, AUTOMOBILE), st.class_images)
     except ConceptError as error:
+        shutil.rmtree(folder / "figures", ignore_errors=True)  # none drawn, none left half-drawn
         info["skipped"] = str(error)
         st.log(f"{model}: no concept figures: {error}")
         return info
@@ -82,11 +87,14 @@ def crp_figures(out: Path, st: Settings, source: CifarSource, handle: ModelHandl
         f"{names[label]}: " + ", ".join(_channel_text(records, c, label) for c in objects[label])
         for label in (HORSE, AUTOMOBILE)
     )
-    picked += f"; background: {_channel_text(records, background, background_class)}"
+    picked += (
+        f"; background: {_channel_text(records, background, background_class)} against "
+        f"{_channel_text(records, rival, background_class)}"
+    )
     info.update(objects={names[k]: v for k, v in objects.items()}, background=background)
     for path in paths:
         key = path.name.split("_")[0]
-        caption = CAPTIONS[key].format(first=names[HORSE], background=background)
+        caption = CAPTIONS[key].format(first=names[HORSE], background=background, rival=rival)
         st.figures.append(
             Figure(
                 f"{key} (concept atlas)",
