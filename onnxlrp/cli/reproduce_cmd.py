@@ -3,8 +3,9 @@
     onnxlrp reproduce [--out DIR] [--quick] [--seed S]
 
 Writes fig2a ... fig9 PNGs (MNIST figures with mnist-lenet5 / mnist-lenet5-weak, Figs. 7-9 with
-cifar10-paper and cifar10-resnet), the neuron criterion (criterion_<model>.json/.csv) and an
-index.html with a one-line caption per figure. Deterministic for a given --seed.
+cifar10-paper and cifar10-resnet), the neuron criterion (criterion_<model>.json/.csv), Figs. 7-9 again
+from each CIFAR model's concept atlas (concepts/<model>/), the zoo ViT's pixel and patch-token
+heatmaps, and an index.html with a one-line caption per figure. Deterministic for a given --seed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", default="paper-figures", help="output folder (default paper-figures)")
-    p.add_argument("--quick", action="store_true", help="fewer images (for tests; a few seconds)")
+    p.add_argument("--quick", action="store_true", help="fewer images (for tests; under a minute)")
     p.add_argument("--seed", type=int, default=0, help="seed of the image choice (default 0)")
     p.add_argument("--force", action="store_true", help="write into a folder that holds files already")
     p.set_defaults(func=run)
