@@ -58,7 +58,7 @@ class ModelHandle:
     classes: list[str] = field(default_factory=list)
     low: Any = None
     high: Any = None
-    _logits: LogitSession | None = field(default=None, repr=False, compare=False)
+    _logits: dict[str | None, LogitSession] = field(default_factory=dict, repr=False, compare=False)
     input_name: str = ""  # the explained input
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # every model input's
 
@@ -69,11 +69,13 @@ class ModelHandle:
             return f"{k} ({self.classes[k]})" if str(self.classes[k]) != str(k) else str(k)
         return str(k)
 
-    def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        """The model's logits [N, classes] (one onnxruntime session, kept on the handle)."""
-        if self._logits is None:
-            self._logits = LogitSession(self.model, self.output)
-        return self._logits.run(x, batch_size)
+    def logits(self, x: np.ndarray, batch_size: int = 512, output: str | None = None) -> np.ndarray:
+        """The logits [N, classes] that LRP explains: those of ``output`` (default: the tensor the
+        compiler explains, e.g. the scores behind a Softmax even where the first output is a label).
+        One onnxruntime session per output, kept on the handle."""
+        if output not in self._logits:
+            self._logits[output] = LogitSession(self.model, output)
+        return self._logits[output].run(x, batch_size)
 
 
 def load_model(spec: str | os.PathLike, input_name: str | None = None) -> ModelHandle:

@@ -134,7 +134,10 @@ def write_explanations(
     session = compile_session(handle, compile_kwargs, expose=expose)
     run, others = _feeding(session, inputs.extra)
     result = run_batched(run, inputs.x, batch_size=options.batch_size, target=target, **others)
-    logits = np.asarray(result[handle.output]).reshape(n, -1)
+    if inputs.extra:  # the logit session feeds one input: read the first output of the relevance run
+        logits = np.asarray(result[handle.output]).reshape(n, -1)
+    else:  # the explained logits (the first output may be a label or probabilities: skl2onnx)
+        logits = handle.logits(inputs.x, options.batch_size, compile_kwargs.get("output"))
     predicted = logits.argmax(axis=1)
     targets = predicted if target is None else target
     neurons = neuron_maps(handle, inputs.x, options.neurons, compile_kwargs, options.batch_size)

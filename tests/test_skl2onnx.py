@@ -94,3 +94,31 @@ def test_skl2onnx_output_option_on_the_command_line(tmp_path):
     assert main(["compile", path, "--rule", "lrp0", "--output", "output_probability", "-o", str(out)]) == 0
     relevance = onnxlrp.RelevanceSession(onnx.load(str(out))).run(X[:3])["relevance"]
     np.testing.assert_allclose(relevance, onnxlrp.explain(path, X[:3], rule="lrp0"), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("zipmap", [False, True])
+def test_explain_reports_the_estimators_prediction_and_logit(zipmap, tmp_path):
+    """skl2onnx's first output is the label: explain must read the class and the logit from the
+    explained scores (behind the Softmax), as the estimator computes them, not from that first output."""
+    import json
+
+    from onnxlrp.cli import main
+
+    clf, X, path = _exported(tmp_path, zipmap=zipmap)
+    x = X[:12]
+    np.save(tmp_path / "x.npy", x)
+    assert (
+        main(["explain", path, str(tmp_path / "x.npy"), "--rule", "lrp0", "--out", str(tmp_path / "out")])
+        == 0
+    )
+    rows = json.loads((tmp_path / "out" / "explain.json").read_text())["inputs"]
+    activations = x.astype(np.float64)
+    for W, b in zip(clf.coefs_[:-1], clf.intercepts_[:-1], strict=True):
+        activations = np.maximum(reference.dense_forward(activations, W, b), 0)
+    logits = reference.dense_forward(activations, clf.coefs_[-1], clf.intercepts_[-1])
+    predicted = clf.predict(x)
+    assert len(set(predicted)) > 1  # the check can tell classes apart
+    assert [row["predicted"] for row in rows] == predicted.tolist()
+    np.testing.assert_allclose(
+        [row["logit"] for row in rows], logits[np.arange(len(x)), predicted], rtol=1e-4
+    )
