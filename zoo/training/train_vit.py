@@ -34,10 +34,10 @@ from zoo.training.train_zoo import (  # noqa: E402
     CIFAR_SUBSET_PER_CLASS,
     DEFAULT_DATA,
     PREPROCESSING,
+    accuracy,
     cifar_subset,
     cpu_name,
-    dataset_file,
-    decode_cifar_test,
+    decode_cifar,
     log,
     ort_logits,
     sha256,
@@ -47,16 +47,6 @@ from zoo.training.zoo_models import CIFAR10_CLASSES, CifarViT, build, cifar_prep
 NAME = "cifar10-vit"
 SEED = 0
 VAL_SIZE = 5000
-
-
-def decode_cifar_train(data_dir) -> tuple[np.ndarray, np.ndarray]:
-    """The CIFAR-10 training split as uint8 [50000, 32, 32, 3] RGB and labels."""
-    from onnxlrp.datasets import decode_jpeg
-
-    with np.load(dataset_file(data_dir, "cifar10_jpeg.npz")) as d:
-        jpeg, offsets, labels = d["train_jpeg"], d["train_offsets"], d["train_labels"]
-    images = np.stack([decode_jpeg(jpeg[offsets[i] : offsets[i + 1]].tobytes()) for i in range(len(labels))])
-    return images, labels.astype(np.int64)
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -73,16 +63,6 @@ def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.
     return out
 
 
-@torch.no_grad()
-def accuracy(model, x: torch.Tensor, y: torch.Tensor, batch: int = 500) -> float:
-    model.eval()
-    correct = sum(
-        int((model(x[k : k + batch]).argmax(1) == y[k : k + batch]).sum()) for k in range(0, len(y), batch)
-    )
-    model.train()
-    return correct / len(y)
-
-
 def learning_rate(progress: float, peak: float, warmup: float) -> float:
     """Linear warm-up over the first ``warmup`` of the budget, then a cosine down to 0 at its end."""
     if progress < warmup:
@@ -95,7 +75,7 @@ def train(args) -> int:
     torch.manual_seed(SEED)
     torch.set_num_threads(args.threads)
     log("decoding the CIFAR-10 training split")
-    images, labels = decode_cifar_train(args.data)
+    images, labels = decode_cifar(args.data, "train")
     x_all = torch.from_numpy(cifar_preprocess(images))
     y_all = torch.from_numpy(labels)
     perm = torch.from_numpy(np.random.RandomState(SEED).permutation(len(y_all)))
@@ -133,7 +113,7 @@ def train(args) -> int:
             opt.step()
             step += 1
             if step % args.eval_every == 0:
-                val = accuracy(model, xv, yv)
+                val = accuracy(model, xv, yv, batch=500)
                 entry = {
                     "step": step,
                     "epoch": round(step / steps_per_epoch, 3),
@@ -148,7 +128,7 @@ def train(args) -> int:
                 if val > best:
                     best = val
                     torch.save(model.state_dict(), out / f"{NAME}.pt")
-    val = accuracy(model, xv, yv)
+    val = accuracy(model, xv, yv, batch=500)
     history.append({"step": step, "epoch": round(step / steps_per_epoch, 3), "loss": loss.item(), "val": val})
     if val > best:
         best = val
@@ -225,7 +205,7 @@ def build_entry(args) -> int:
     check = export_module(module, torch.zeros(1, 3, 32, 32), path)
     patch_conv = next(n for n in onnx.load(str(path)).graph.node if n.op_type == "Conv")
     log("decoding the CIFAR-10 test split")
-    images, labels = decode_cifar_test(args.data)
+    images, labels = decode_cifar(args.data, "test")
     logits = ort_logits(path, cifar_preprocess(images), weights / "logits")
     correct = int((logits.argmax(1) == labels).sum())
     subset = cifar_subset(labels)

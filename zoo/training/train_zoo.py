@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import platform
 import sys
@@ -71,18 +70,13 @@ def load_mnist(data_dir) -> dict[str, np.ndarray]:
         return {k: d[k] for k in d.files}
 
 
-def decode_cifar_test(data_dir) -> tuple[np.ndarray, np.ndarray]:
-    """The CIFAR-10 test split as uint8 [10000, 32, 32, 3] RGB and labels (decoded with Pillow)."""
-    from PIL import Image
+def decode_cifar(data_dir, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """A CIFAR-10 split ("train" or "test") as uint8 [N, 32, 32, 3] RGB and labels."""
+    from onnxlrp.datasets import decode_jpeg
 
     with np.load(dataset_file(data_dir, "cifar10_jpeg.npz")) as d:
-        jpeg, offsets, labels = d["test_jpeg"], d["test_offsets"], d["test_labels"]
-    images = np.stack(
-        [
-            np.asarray(Image.open(io.BytesIO(jpeg[offsets[i] : offsets[i + 1]].tobytes())).convert("RGB"))
-            for i in range(len(labels))
-        ]
-    )
+        jpeg, offsets, labels = d[f"{split}_jpeg"], d[f"{split}_offsets"], d[f"{split}_labels"]
+    images = np.stack([decode_jpeg(jpeg[offsets[i] : offsets[i + 1]].tobytes()) for i in range(len(labels))])
     return images, labels.astype(np.int64)
 
 
@@ -395,7 +389,7 @@ def build_zoo(args) -> int:
     d = load_mnist(args.data)
     data = {"mnist": (d["x_test"], d["y_test"].astype(np.int64))}
     log("decoding the CIFAR-10 test split")
-    data["cifar10"] = decode_cifar_test(args.data)
+    data["cifar10"] = decode_cifar(args.data, "test")
     inputs = {"mnist": mnist_preprocess(data["mnist"][0]), "cifar10": cifar_preprocess(data["cifar10"][0])}
     classes = {"mnist": MNIST_CLASSES, "cifar10": CIFAR10_CLASSES}
 
