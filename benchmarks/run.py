@@ -42,7 +42,7 @@ import torch  # noqa: E402
 import onnxlrp  # noqa: E402
 from benchmarks import models, prototypes  # noqa: E402
 from benchmarks.zennit_compat import Gradient, logit_seed, make_composite, zennit  # noqa: E402
-from onnxlrp import benchmarking  # noqa: E402
+from onnxlrp import benchmarking, profiling  # noqa: E402
 
 RULES = {"epsilon": {"rule": "epsilon"}, "epsilon-plus": {"composite": "epsilon-plus"}}
 # onnxlrp / onnxruntime forward per rule: about 2x the forward's arithmetic for epsilon, 3x for the
@@ -92,6 +92,29 @@ class Tools:
             proto or self.relevance_models[rule], options=options or ort_options(self.threads)
         )
         return lambda: sess.run(self.x)["relevance"]
+
+    def profile(self, rule: str, runs: int) -> dict:
+        """onnxruntime's per-op profile of the forward and the relevance graph (kernel times)."""
+        name = (
+            ort.InferenceSession(str(self.onnx_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+        )
+        feed = {name: self.x}
+        prof = profiling.profile_sessions(
+            str(self.onnx_path),
+            self.relevance_models[rule].SerializeToString(),
+            feed,
+            {**feed, "target": np.full(self.batch, -1, np.int64)},
+            runs=runs,
+            threads=self.threads,
+        )
+        fwd = prof.forward.total
+        top = sorted(prof.relevance.seconds.items(), key=lambda item: -item[1])
+        return {
+            "ratio": prof.ratio,
+            "linear": prof.linear_ratio,
+            "shares": prof.shares(),
+            "top": [[op, t / fwd, prof.relevance.calls[op]] for op, t in top[:12]],
+        }
 
     def torch_forward(self):
         def run():
@@ -509,6 +532,7 @@ def write_report(res: dict, path: Path) -> None:
                 lines.append(
                     f"| {p['prototype']} | {p['case']} | {p['batch']} | {p['rule']} | 0 | - | - | - | - |"
                 )
+    lines += profile_section(res["rows"])
     lines += history_section()
     if res.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in res["notes"]]
@@ -540,6 +564,40 @@ def write_report(res: dict, path: Path) -> None:
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def profile_section(rows: list[dict]) -> list[str]:
+    """Where the relevance graph's time goes: onnxruntime profiles per kind of work."""
+    rows = [row for row in rows if "profile" in row]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Where the time goes (onnxruntime's profiler, kernel time)",
+        "",
+        "The relevance graph's kernel time in units of the forward's whole kernel time, split by kind of "
+        "work (`onnxlrp.profiling`; the same split `onnxlrp benchmark MODEL --profile` prints). *linear "
+        "x fwd linear*: its convolutions and matrix products against the forward's (the arithmetic "
+        "floor: 2 for epsilon, 3 for EpsilonPlus). Profiled runs, same threads as the timing; the "
+        "profiler's clock leaves out the gaps between kernels.",
+        "",
+        "| case | batch | rule | relevance / forward | linear x fwd linear | linear | element-wise | "
+        "layout | pooling, reductions | costliest other ops (x forward) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        prof = row["profile"]
+        shares = [prof["shares"][kind] for kind in profiling.KINDS]
+        others = [f"{op} {t:.2f}" for op, t, _ in prof["top"] if profiling.kind_of(op) != profiling.KINDS[0]][
+            :4
+        ]
+        lines.append(
+            f"| {row['case']} | {row['batch']} | {row['rule']} | {prof['ratio']:.2f} | "
+            + f"{prof['linear']:.2f} | "
+            + " | ".join(f"{v:.2f}" for v in shares)
+            + f" | {', '.join(others)} |"
+        )
+    return lines
 
 
 def history_section() -> list[str]:
@@ -747,6 +805,8 @@ def main(argv=None) -> int:
                 "memory": {},
             }
             print(f"   {rule}: " + json.dumps({k: round(v, 2) for k, v in row["ratios"].items()}), flush=True)
+            row["profile"] = tools.profile(rule, 2 if big or batch > 8 else 5)
+            print(f"   profile {rule}: {row['profile']['shares']}", flush=True)
             res["rows"].append(row)
         if not args.no_memory:
             probes = ["ort_fwd", "torch_grad"] + [f"{k}:{r}" for r in RULES for k in ("lrp", "zennit")]

@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import onnxlrp
+from onnxlrp.profiling import profile_sessions
 
 
 def build(layers: int, hidden: int):
@@ -110,6 +111,7 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="also print where the time goes per batch")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = build(args.layers, args.hidden)
@@ -122,6 +124,7 @@ def main() -> None:
         start = time.perf_counter()
         graph = onnxlrp.compile(str(path), composite="attnlrp")
         compile_s = time.perf_counter() - start
+        forward_bytes = Path(path).read_bytes()
         forward = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         relevance = ort.InferenceSession(
             graph.SerializeToString(), options, providers=["CPUExecutionProvider"]
@@ -145,6 +148,9 @@ def main() -> None:
             f"| {batch} | {t_forward:.4f} | {t_relevance:.4f} | {lxt_cells[0]} | "
             f"{t_relevance / t_forward:.2f} | {lxt_cells[1]} |"
         )
+        if args.profile:
+            prof = profile_sessions(forward_bytes, graph.SerializeToString(), feed, relevance_feed, threads=1)
+            print(f"batch {batch}:\n{prof.report(top=12)}")
 
 
 if __name__ == "__main__":

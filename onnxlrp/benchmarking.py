@@ -29,6 +29,7 @@ from onnxlrp.canonical import free_batch_dimension
 from onnxlrp.compiler import compile
 from onnxlrp.errors import OnnxLrpError
 from onnxlrp.loading import ModelLike, load_model, save_model
+from onnxlrp.profiling import Profile, profile_sessions
 
 Progress = Callable[[str], None]
 
@@ -177,6 +178,7 @@ class BenchmarkResult:
     graph_mib: float
     memory: dict[str, dict] = field(default_factory=dict)  # "forward"/"relevance" -> measure_peak
     load: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    profile: Profile | None = None  # onnxruntime's per-op profile of both, when asked for
 
     def report(self) -> str:
         """A few lines for a terminal."""
@@ -199,14 +201,16 @@ class BenchmarkResult:
                     f"memory     {name:<9} run {peak['run_mib']:7.1f} MiB, whole process "
                     f"{peak['total_mib']:.1f} MiB"
                 )
+        if self.profile is not None:
+            lines.append(self.profile.report())
         load = " ".join(f"{v:.1f}" for v in self.load)
         lines.append(f"load average at start {load} (other work on the machine skews the times)")
         return "\n".join(lines)
 
 
-def steps(rounds: int, memory: bool, compile_repeats: int) -> int:
+def steps(rounds: int, memory: bool, compile_repeats: int, profile: bool = False) -> int:
     """How many times `benchmark` calls its progress callback with these settings."""
-    return compile_repeats + rounds + (2 if memory else 0)
+    return compile_repeats + rounds + (2 if memory else 0) + (1 if profile else 0)
 
 
 def _input_shape(session: ort.InferenceSession, batch: int) -> tuple[int, ...]:
@@ -229,12 +233,14 @@ def benchmark(
     compile_repeats: int = 3,
     seed: int = 0,
     progress: Progress | None = None,
+    profile_runs: int = 0,
     **compile_settings,
 ) -> BenchmarkResult:
     """Compile `model` with `compile_settings` and time its relevance graph against its forward
-    pass on a random batch (uniform in [-1, 1]) of size `batch`."""
-    if batch < 1 or rounds < 1 or compile_repeats < 1:
-        raise OnnxLrpError("batch, rounds and compile repeats must be at least 1")
+    pass on a random batch (uniform in [-1, 1]) of size `batch`; with `profile_runs`, also profile
+    both with onnxruntime's profiler over that many runs (where the time goes, per kind of work)."""
+    if batch < 1 or rounds < 1 or compile_repeats < 1 or profile_runs < 0:
+        raise OnnxLrpError("batch, rounds and compile repeats must be at least 1 (profile runs 0 or more)")
     providers = providers or ["CPUExecutionProvider"]
     unknown = [p for p in providers if p not in ort.get_available_providers()]
     if unknown:
@@ -257,7 +263,7 @@ def benchmark(
         save_model(forward_model, forward_path)
         save_model(graph, graph_path)
         probe = ort.InferenceSession(str(graph_path), session_options(threads), providers=providers)
-        shape = _input_shape(probe, batch)
+        shape, input_name = _input_shape(probe, batch), probe.get_inputs()[0].name
         del probe
         x = np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
         fns = {
@@ -274,6 +280,19 @@ def benchmark(
             for name, path in (("forward", forward_path), ("relevance", graph_path)):
                 peaks[name] = memory_in_subprocess(str(path), x_file, threads, providers)
                 tick("memory")
+        profile = None
+        if profile_runs:
+            forward_feed = {input_name: x}
+            profile = profile_sessions(
+                str(forward_path),
+                str(graph_path),
+                forward_feed,
+                {**forward_feed, TARGET: np.full(batch, -1, np.int64)},
+                runs=profile_runs,
+                threads=threads,
+                providers=providers,
+            )
+            tick("profile")
         return BenchmarkResult(
             batch=batch,
             input_shape=shape,
@@ -287,4 +306,5 @@ def benchmark(
             graph_mib=graph_path.stat().st_size / 2**20,
             memory=peaks,
             load=load,
+            profile=profile,
         )

@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxlrp import OnnxLrpError
 from onnxlrp.benchmarking import benchmark, interleaved, paired_ratio, steps
 from onnxlrp.cli import main
+from onnxlrp.profiling import kind_of
 
 
 def dense_model() -> onnx.ModelProto:
@@ -94,3 +95,32 @@ def test_benchmark_command_refuses_a_missing_provider_in_one_line(tmp_path, caps
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "NoSuchExecutionProvider" in err[0]
+
+
+def test_profile_splits_the_ratio_into_kinds_of_work():
+    result = benchmark(dense_model(), batch=2, rounds=1, memory=False, compile_repeats=1, profile_runs=3)
+    profile = result.profile
+    assert profile is not None
+
+    def linear_calls(times):
+        return sum(times.calls.get(op, 0) for op in ("Gemm", "MatMul", "FusedGemm"))
+
+    assert linear_calls(profile.forward) == 2  # the two dense layers (one fused with its Relu), per run
+    assert linear_calls(profile.relevance) >= 3  # the forward's two plus at least one transposed map
+    assert sum(profile.shares().values()) == pytest.approx(profile.ratio)
+    assert profile.linear_ratio > 1
+    assert "linear maps" in result.report() and "Gemm" in result.report()
+
+
+def test_kind_of_sorts_operators():
+    assert kind_of("Conv") == kind_of("MatMul") == "linear maps"
+    assert kind_of("ReorderOutput") == kind_of("Transpose") == "layout"
+    assert kind_of("MaxPool") == kind_of("ArgMax") == "pooling and reductions"
+    assert kind_of("Div") == kind_of("Softmax") == "element-wise"
+
+
+def test_benchmark_command_profiles_on_request(tmp_path, capsys):
+    path = tmp_path / "dense.onnx"
+    onnx.save(dense_model(), str(path))
+    assert main(["benchmark", str(path), "--rounds", "1", "--no-memory", "--profile", "2", "--quiet"]) == 0
+    assert "relevance / forward" in capsys.readouterr().out

@@ -9,6 +9,7 @@ from onnxlrp.cli.options import add_model_argument, add_rule_arguments, compile_
 from onnxlrp.zoo import resolve_model
 
 COMPILE_REPEATS = 3
+PROFILE_RUNS = 5
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +29,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: onnxruntime's)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        nargs="?",
+        const=PROFILE_RUNS,
+        default=0,
+        metavar="RUNS",
+        help=f"also profile both with onnxruntime's profiler over RUNS runs (default {PROFILE_RUNS}): "
+        "where the relevance graph's time goes, per kind of work and per operator",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -35,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    total = steps(args.rounds, not args.no_memory, COMPILE_REPEATS)
+    total = steps(args.rounds, not args.no_memory, COMPILE_REPEATS, profile=args.profile > 0)
     with tqdm(total=total, desc="benchmark", unit="step", leave=False, disable=args.quiet) as bar:
 
         def progress(stage: str) -> None:
@@ -51,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             memory=not args.no_memory,
             compile_repeats=COMPILE_REPEATS,
             progress=progress,
+            profile_runs=args.profile,
             **compile_options(args),
         )
     print(result.report())
