@@ -227,8 +227,11 @@ class GraphBuilder:
 
         ``sign`` = +1 or -1 when the caller knows d >= 0 or d <= 0: then it is one Add. (For d <= 0 the
         shift is -epsilon also where d == 0; a rule only says so when every contribution to such a d is
-        zero, so the relevance is unchanged.) Otherwise the sign is selected by a Cast of d >= 0,
-        cheaper in onnxruntime than a Where with broadcast scalars (benchmarks/ measures it)."""
+        zero, so the relevance is unchanged.) Otherwise the shift is Clip(2^127 d + epsilon, -epsilon,
+        epsilon): +epsilon for d >= 0, -epsilon for d <= -epsilon 2^-126 (for epsilon <= 1: every
+        negative normal float; subnormals count as zero, as on runtimes that flush them). Three
+        arithmetic passes, a quarter cheaper in onnxruntime than a Cast of d >= 0 and 6-10x cheaper
+        than a Where (benchmarks/ANALYSIS.md)."""
         if d is None:
             d = self.op("Mul", [like, self.const(np.float32(0))])
         if epsilon == 0:
@@ -237,12 +240,9 @@ class GraphBuilder:
             return self.op("Add", [rectified, self.const(np.float32(epsilon))], hint="stab")
         if sign:
             return self.op("Add", [d, self.const(np.float32(sign * epsilon))], hint="stab")
-        is_nonneg = self.op("Cast", [self.op("GreaterOrEqual", [d, self.const(np.float32(0))])], to=1)
-        # 2 eps * [d >= 0] - eps is exactly +-eps (float32(2 eps) - eps is exact), so this adds the same
-        # shift as the formula
-        doubled = self.scale(is_nonneg, 2 * epsilon)
-        assert doubled is not None  # epsilon != 0
-        shift = self.op("Sub", [doubled, self.const(np.float32(epsilon))])
+        eps = self.const(np.float32(epsilon))
+        steep = self.op("Add", [self.op("Mul", [d, self.const(np.float32(2.0**127))]), eps])
+        shift = self.op("Clip", [steep, self.const(np.float32(-epsilon)), eps])
         return self.op("Add", [d, shift], hint="stab")
 
     def ones_like(self, x: str) -> str:
