@@ -22,6 +22,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -405,6 +406,24 @@ def write_report(res: dict, path: Path) -> None:
                 f"{row['rule']} | {lm['total_mib']:.0f} vs {zm['total_mib']:.0f} MiB | "
                 f"{verdict(zm['total_mib'] - lm['total_mib'], 0, True)} |"
             )
+    for bert in res.get("transformers") or []:
+        name = f"BERT {bert.get('layers')}x{bert.get('hidden')}"
+        for row in bert.get("rows", []):
+            lines.append(
+                f"| attnlrp relevance / ort forward <= 3.0 (1 thread) | {name} b{row['batch']} | "
+                f"{row['ratio']:.2f} | {verdict(row['ratio'], 3.0, False)} |"
+            )
+            if row["lxt"] is not None and row["batch"] == 1:
+                speedup = row["lxt"] / row["relevance"]
+                lines.append(
+                    f"| LXT / onnxlrp >= 3.0 (1 thread) | {name} b1 | {speedup:.2f} | "
+                    f"{verdict(speedup, 3.0, True)} |"
+                )
+        if bert.get("layers") == 12:
+            lines.append(
+                f"| compile < 3 s (BERT-base-sized, median) | {name} | {bert['compile_s']:.2f} s | "
+                f"{verdict(bert['compile_s'], 3.0, False)} |"
+            )
     for case, ct in res["compile"].items():
         worst = max(ct[r]["median"] for r in RULES)
         label = verdict(worst, 1.0, False)
@@ -533,6 +552,7 @@ def write_report(res: dict, path: Path) -> None:
                     f"| {p['prototype']} | {p['case']} | {p['batch']} | {p['rule']} | 0 | - | - | - | - |"
                 )
     lines += profile_section(res["rows"])
+    lines += transformer_section(res.get("transformers"))
     lines += history_section()
     if res.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in res["notes"]]
@@ -662,6 +682,83 @@ def merge(old: dict, new: dict) -> dict:
     return merged
 
 
+# --------------------------------------------------------------------------- transformers
+def transformer_rows() -> list[dict]:
+    """transformer_bench's BERT classifiers, one thread, with profiles, each in a fresh process (no
+    zennit torchvision stub there for transformers to trip over): a small one (4 layers, hidden 256)
+    at batch 1 and 32 and a BERT-base-sized one (12 layers, hidden 768) at batch 1 and 8; sequence 128."""
+    script = Path(__file__).resolve().parent / "transformer_bench.py"
+    results = []
+    for layers, hidden, batches, rounds in ((4, 256, [1, 32], 15), (12, 768, [1, 8], 7)):
+        print(f"== BERT {layers} layers, hidden {hidden}", flush=True)
+        with tempfile.TemporaryDirectory() as folder:
+            out = Path(folder) / "bert.json"
+            done = subprocess.run(
+                [
+                    *(sys.executable, str(script), "--layers", str(layers), "--hidden", str(hidden)),
+                    *("--batches", *map(str, batches), "--rounds", str(rounds)),
+                    *("--profile", "--json", str(out)),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode or not out.exists():
+                error = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                results.append({"layers": layers, "hidden": hidden, "error": error})
+                print(f"   failed: {error}", flush=True)
+                continue
+            result = json.loads(out.read_text())
+        for row in result["rows"]:
+            print(f"   batch {row['batch']}: ratio {row['ratio']:.2f}, lxt {row['lxt']}", flush=True)
+            row.pop("profile_report", None)
+        results.append(result)
+    return results
+
+
+def transformer_section(results: list[dict] | None) -> list[str]:
+    """The BERT rows of the report."""
+    if not results:
+        return []
+    lines = ["", "## Transformers (benchmarks/transformer_bench.py)", ""]
+    from benchmarks import transformer_bench
+
+    lines += [
+        "BERT for sequence classification (random init, heads of 64, sequence 128): the `attnlrp` "
+        "relevance graph against the onnxruntime forward (interleaved rounds, median of per-round "
+        "ratios) and LXT 2.1's efficient AttnLRP (forward + backward in torch, "
+        "`monkey_patch(modeling_bert, attnLRP)`, its own process), **one thread each**.",
+    ]
+    for result in results:
+        if "error" in result:
+            lines += [
+                "",
+                f"**{result['layers']} layers, hidden {result['hidden']}**: not measured "
+                f"({result['error']}).",
+            ]
+            continue
+        lines += [
+            "",
+            f"**{result['layers']} layers, hidden {result['hidden']}** (compile "
+            f"{result['compile_s']:.2f} s, median of 3):",
+            "",
+            *transformer_bench.table(result),
+            "",
+            "| batch | profile: relevance / forward | linear x fwd linear | "
+            + " | ".join(profiling.KINDS)
+            + " |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for row in result["rows"]:
+            prof = row["profile"]
+            lines.append(
+                f"| {row['batch']} | {prof['ratio']:.2f} | {prof['linear']:.2f} | "
+                + " | ".join(f"{prof['shares'][kind]:.2f}" for kind in profiling.KINDS)
+                + " |"
+            )
+    return lines
+
+
 # --------------------------------------------------------------------------- main
 def plan(quick: bool):
     if quick:
@@ -691,6 +788,9 @@ def main(argv=None) -> int:
         "--cases", nargs="*", default=None, help="only these nets (lenet cifar-paper resnet9 resnet50)"
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument(
+        "--no-transformers", action="store_true", help="skip the BERT rows (benchmarks/transformer_bench.py)"
+    )
     parser.add_argument("--from-json", type=Path, default=None, help="rewrite the report from a --json file")
     parser.add_argument(
         "--redo-compile", action="store_true", help="with --from-json: measure compile times again"
@@ -835,6 +935,9 @@ def main(argv=None) -> int:
                 for p in prototype_speedups(tools, rule, rounds, budget):
                     res["prototypes"].append({"case": case, "batch": batch, "rule": rule, **p})
                     print(f"   prototype {rule}: {p}", flush=True)
+
+    if not args.quick and not args.no_transformers and not args.cases:
+        res["transformers"] = transformer_rows()
 
     res["load_end"] = os.getloadavg()
     res["wall_s"] = time.time() - start

@@ -3,7 +3,8 @@ onnxruntime forward, on a BERT classifier (random init), one thread each, interl
 
     python benchmarks/transformer_bench.py [--layers 4] [--hidden 256] [--seq 128] [--batches 1 32]
 
-Prints a markdown table (median seconds per call). LXT is timed in a subprocess (its patches change
+Prints a markdown table (median seconds per call; forward and relevance interleaved); run.py puts
+the same table in BENCHMARKS.md. LXT is timed in a subprocess (its patches change
 torch's and HuggingFace's classes for the whole process); it is skipped when not installed
 (pip install --no-deps lxt; see tests/lxt_relevance.py for the torchvision stand-in it needs here).
 """
@@ -11,6 +12,7 @@ torch's and HuggingFace's classes for the whole process); it is skipped when not
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -23,11 +25,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import onnxlrp
+from onnxlrp import benchmarking
 from onnxlrp.profiling import profile_sessions
 
 
@@ -48,16 +52,6 @@ def build(layers: int, hidden: int):
     )
     torch.manual_seed(0)
     return BertLogits(BertForSequenceClassification(config), ("input_ids", "attention_mask")).eval()
-
-
-def median_time(fn, rounds: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def lxt_time(layers: int, hidden: int, ids: np.ndarray, rounds: int) -> float | None:
@@ -104,6 +98,84 @@ print(statistics.median(times))
     return float(done.stdout.strip().splitlines()[-1])
 
 
+def export_and_compile(layers: int, hidden: int, repeats: int = 3) -> tuple[bytes, onnx.ModelProto, float]:
+    """The exported BERT (bytes), its attnlrp relevance graph and the median compile time (s)."""
+    from transformer_models import export
+
+    torch.set_num_threads(1)
+    model = build(layers, hidden)
+    with tempfile.TemporaryDirectory() as folder:
+        path = export(model, Path(folder) / "bert.onnx")
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            graph = onnxlrp.compile(str(path), composite="attnlrp")
+            times.append(time.perf_counter() - start)
+        return Path(path).read_bytes(), graph, statistics.median(times)
+
+
+def measure(
+    layers: int, hidden: int, seq: int, batches: list[int], rounds: int, profile: bool = False
+) -> dict:
+    """Compile time, and per batch the forward, relevance graph and LXT times (medians; forward and
+    relevance interleaved, their ratio the median of per-round ratios), one thread each."""
+
+    forward_bytes, graph, compile_s = export_and_compile(layers, hidden)
+    options = benchmarking.session_options(1)
+    graph_bytes = graph.SerializeToString()
+    forward = ort.InferenceSession(forward_bytes, options, providers=["CPUExecutionProvider"])
+    relevance = ort.InferenceSession(graph_bytes, options, providers=["CPUExecutionProvider"])
+    result = {
+        "layers": layers,
+        "hidden": hidden,
+        "seq": seq,
+        "compile_s": compile_s,
+        "rows": [],
+    }
+    rng = np.random.default_rng(0)
+    for batch in batches:
+        ids = rng.integers(0, 30522, (batch, seq)).astype(np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        relevance_feed = {**feed, "target": np.full(batch, -1, np.int64)}  # -1: the predicted class
+        times = benchmarking.interleaved(
+            {
+                "forward": lambda f=feed: forward.run(None, f),
+                "relevance": lambda f=relevance_feed: relevance.run(["relevance"], f),
+            },
+            rounds,
+        )
+        row = {
+            "batch": batch,
+            "forward": statistics.median(times["forward"]),
+            "relevance": statistics.median(times["relevance"]),
+            "ratio": benchmarking.paired_ratio(times["relevance"], times["forward"]),
+            "lxt": lxt_time(layers, hidden, ids, rounds),
+        }
+        if profile:
+            prof = profile_sessions(forward_bytes, graph_bytes, feed, relevance_feed, threads=1)
+            row["profile"] = {"ratio": prof.ratio, "linear": prof.linear_ratio, "shares": prof.shares()}
+            row["profile_report"] = prof.report(top=12)
+        result["rows"].append(row)
+    return result
+
+
+def table(result: dict) -> list[str]:
+    """The markdown table of `measure`'s result."""
+    lines = [
+        "| batch | onnxruntime forward (s) | onnxlrp relevance (s) | LXT efficient (s) "
+        "| relevance / forward | LXT / onnxlrp |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in result["rows"]:
+        lxt = row["lxt"]
+        cells = ("-", "-") if lxt is None else (f"{lxt:.4f}", f"{lxt / row['relevance']:.1f}x")
+        lines.append(
+            f"| {row['batch']} | {row['forward']:.4f} | {row['relevance']:.4f} | {cells[0]} | "
+            f"{row['ratio']:.2f} | {cells[1]} |"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=4)
@@ -112,45 +184,19 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="also print where the time goes per batch")
+    parser.add_argument("--json", type=Path, help="also write the results here (run.py reads them)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    model = build(args.layers, args.hidden)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    with tempfile.TemporaryDirectory() as folder:
-        from transformer_models import export
-
-        path = export(model, Path(folder) / "bert.onnx")
-        start = time.perf_counter()
-        graph = onnxlrp.compile(str(path), composite="attnlrp")
-        compile_s = time.perf_counter() - start
-        forward_bytes = Path(path).read_bytes()
-        forward = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        relevance = ort.InferenceSession(
-            graph.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
-    print(f"BERT {args.layers} layers, hidden {args.hidden}, sequence {args.seq}; compile {compile_s:.2f} s")
+    result = measure(args.layers, args.hidden, args.seq, args.batches, args.rounds, args.profile)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
     print(
-        "| batch | onnxruntime forward | onnxlrp relevance | LXT efficient "
-        "| relevance / forward | LXT / onnxlrp |"
+        f"BERT {args.layers} layers, hidden {args.hidden}, sequence {args.seq}; "
+        f"compile {result['compile_s']:.2f} s"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
-    rng = np.random.default_rng(0)
-    for batch in args.batches:
-        ids = rng.integers(0, 30522, (batch, args.seq)).astype(np.int64)
-        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-        t_forward = median_time(lambda feed=feed: forward.run(None, feed), args.rounds)
-        relevance_feed = {**feed, "target": np.full(batch, -1, np.int64)}  # -1: the predicted class
-        t_relevance = median_time(lambda f=relevance_feed: relevance.run(["relevance"], f), args.rounds)
-        t_lxt = lxt_time(args.layers, args.hidden, ids, args.rounds)
-        lxt_cells = ("-", "-") if t_lxt is None else (f"{t_lxt:.4f}", f"{t_lxt / t_relevance:.1f}x")
-        print(
-            f"| {batch} | {t_forward:.4f} | {t_relevance:.4f} | {lxt_cells[0]} | "
-            f"{t_relevance / t_forward:.2f} | {lxt_cells[1]} |"
-        )
-        if args.profile:
-            prof = profile_sessions(forward_bytes, graph.SerializeToString(), feed, relevance_feed, threads=1)
-            print(f"batch {batch}:\n{prof.report(top=12)}")
+    print("\n".join(table(result)))
+    for row in result["rows"]:
+        if "profile_report" in row:
+            print(f"batch {row['batch']}:\n{row['profile_report']}")
 
 
 if __name__ == "__main__":
