@@ -235,6 +235,7 @@ def _assemble(
 
     # the relevance graph is built in the (already copied) forward model: its weights are not copied again
     graph.node.extend(_needed(b.nodes, {o.name for o in outputs} | set(channel_sources.values())))
+    b.drop_unread_constants()
     del graph.output[:]
     graph.output.extend(outputs)
     del graph.value_info[:]

@@ -61,6 +61,7 @@ class GraphBuilder:
         self._taken = set(taken_names)
         self._prefix = prefix
         self._counter = 0
+        self._written: set[str] = set()  # initializers this builder added to the graph
         self._stored: dict[tuple, list[tuple[np.ndarray, str]]] = {}
         # content key of a weight's positive / negative part -> (weight, its name, which part)
         self._parts: dict[tuple, list[tuple[np.ndarray, str, bool]]] = {}
@@ -139,8 +140,18 @@ class GraphBuilder:
             if name is None:
                 name = self.fresh(hint)
                 _write_tensor(self._graph.initializer.add(), array, name)
+                self._written.add(name)
             self._remember(array, name)
         return name
+
+    def drop_unread_constants(self) -> None:
+        """Remove the constants this builder stored that no node of the graph reads (made for
+        relevance nodes that were then pruned as not needed)."""
+        read = {name for node in self._graph.node for name in node.input}
+        initializers = self._graph.initializer
+        for index in reversed(range(len(initializers))):
+            if initializers[index].name in self._written and initializers[index].name not in read:
+                del initializers[index]
 
     def derived(self, array: np.ndarray, make: Callable[[], str]) -> str:
         """The constant ``array``, which ``make()`` computes in the graph from stored constants (and

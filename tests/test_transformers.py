@@ -86,6 +86,8 @@ def test_matches_reference(models, kind, exporter, composite):
     model, path = models(kind, exporter)
     cp = composite == "cp-lrp"
     relevance_graph = onnxlrp.compile(str(path), composite=composite)
+    read = {name for node in relevance_graph.graph.node for name in node.input}
+    assert [i.name for i in relevance_graph.graph.initializer if i.name not in read] == []  # none dead
     session = onnxlrp.RelevanceSession(relevance_graph)
     lengths = (7,) if kind == "vit" else (5, 9)  # one graph serves every sequence length
     for seq in lengths:
