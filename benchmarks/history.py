@@ -47,6 +47,9 @@ HISTORY = [
     ("a23828f", "W+, W- and transposed kernels computed in the graph (file = model size)"),
     ("0bca38b", "a sum of non-negative tensors is non-negative (ResNet-9's z+ skips x-)"),
     ("f25cf1b", "alpha-beta stabiliser in the bias constant"),
+    ("f6c46af", "portable graph by default: max-pool relevance routed without MaxPool's Indices (issue 15)"),
+    ("a459e94", "faster portable max-pool routing (taps moved last by a cheap Transpose, per-tap shares)"),
+    ("15dd7be", "stabiliser of unknown sign as Clip of a steep line (no GreaterOrEqual/Cast)"),
 ]
 CASES = [(net, batch) for net in ("lenet", "cifar-paper", "resnet9") for batch in (1, 64)] + [("resnet50", 1)]
 
