@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import gc
 import json
 import os
 import platform
@@ -106,7 +107,7 @@ class Tools:
             feed,
             {**feed, "target": np.full(self.batch, -1, np.int64)},
             runs=runs,
-            threads=self.threads,
+            threads=1,  # one thread: kernel times add up to the run (with more, kernels overlap waits)
         )
         fwd = prof.forward.total
         top = sorted(prof.relevance.seconds.items(), key=lambda item: -item[1])
@@ -598,8 +599,10 @@ def profile_section(rows: list[dict]) -> list[str]:
         "The relevance graph's kernel time in units of the forward's whole kernel time, split by kind of "
         "work (`onnxlrp.profiling`; the same split `onnxlrp benchmark MODEL --profile` prints). *linear "
         "x fwd linear*: its convolutions and matrix products against the forward's (the arithmetic "
-        "floor: 2 for epsilon, 3 for EpsilonPlus). Profiled runs, same threads as the timing; the "
-        "profiler's clock leaves out the gaps between kernels.",
+        "floor: 2 for epsilon, 3 for EpsilonPlus). Profiled with **one thread** (the timing above uses "
+        "more: the relevance graph's element-wise and layout work scales worse with threads than "
+        "convolutions, so its ratio is higher there); the profiler's clock leaves out the gaps "
+        "between kernels.",
         "",
         "| case | batch | rule | relevance / forward | linear x fwd linear | linear | element-wise | "
         "layout | pooling, reductions | costliest other ops (x forward) |",
@@ -935,6 +938,12 @@ def main(argv=None) -> int:
                 for p in prototype_speedups(tools, rule, rounds, budget):
                     res["prototypes"].append({"case": case, "batch": batch, "rule": rule, **p})
                     print(f"   prototype {rule}: {p}", flush=True)
+        # free this case's sessions, models and hooks before the next (ResNet-50's arenas are GBs:
+        # kept, they and the BERT subprocess ran a 24 GiB machine out of memory)
+        del tools, fns, times
+        gc.collect()
+        if args.json:  # what is done so far survives a crash
+            args.json.write_text(json.dumps(res, indent=1, default=str))
 
     if not args.quick and not args.no_transformers and not args.cases:
         res["transformers"] = transformer_rows()
