@@ -95,29 +95,6 @@ class Tools:
         )
         return lambda: sess.run(self.x)["relevance"]
 
-    def profile(self, rule: str, runs: int) -> dict:
-        """onnxruntime's per-op profile of the forward and the relevance graph (kernel times)."""
-        name = (
-            ort.InferenceSession(str(self.onnx_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
-        )
-        feed = {name: self.x}
-        prof = profiling.profile_sessions(
-            str(self.onnx_path),
-            self.relevance_models[rule].SerializeToString(),
-            feed,
-            {**feed, "target": np.full(self.batch, -1, np.int64)},
-            runs=runs,
-            threads=1,  # one thread: kernel times add up to the run (with more, kernels overlap waits)
-        )
-        fwd = prof.forward.total
-        top = sorted(prof.relevance.seconds.items(), key=lambda item: -item[1])
-        return {
-            "ratio": prof.ratio,
-            "linear": prof.linear_ratio,
-            "shares": prof.shares(),
-            "top": [[op, t / fwd, prof.relevance.calls[op]] for op, t in top[:12]],
-        }
-
     def torch_forward(self):
         def run():
             with torch.no_grad():
@@ -214,6 +191,49 @@ def _probe_tool(case: str, batch: int, tool: str):
 def _relevance_file(case: str, rule: str) -> Path:
     onnx_path = models.load_case(case)[1]
     return models.CACHE / f"{case}-{onnx_path.stem}-{rule}.relevance.onnx"
+
+
+def profile_probe(case: str, batch: int, rule: str, runs: int) -> dict:
+    """Run inside a fresh subprocess: onnxruntime's profile of the forward and the relevance graph
+    (one thread: kernel times add up to the run; with more, kernels overlap waits)."""
+    _, onnx_path, _ = models.load_case(case)
+    x = models.sample_input(case, batch)
+    name = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    feed = {name: x}
+    prof = profiling.profile_sessions(
+        str(onnx_path),
+        str(_relevance_file(case, rule)),
+        feed,
+        {**feed, "target": np.full(batch, -1, np.int64)},
+        runs=runs,
+        threads=1,
+    )
+    fwd = prof.forward.total
+    top = sorted(prof.relevance.seconds.items(), key=lambda item: -item[1])
+    return {
+        "ratio": prof.ratio,
+        "linear": prof.linear_ratio,
+        "shares": prof.shares(),
+        "top": [[op, t / fwd, prof.relevance.calls[op]] for op, t in top[:12]],
+    }
+
+
+def measure_profile(case: str, batch: int, rule: str, runs: int = 3) -> dict:
+    """profile_probe in a fresh process (in this one, earlier cases' memory skewed big profiles)."""
+    if not _relevance_file(case, rule).exists():
+        _, onnx_path, _ = models.load_case(case)
+        onnx.save(onnxlrp.compile(str(onnx_path), **RULES[rule]), str(_relevance_file(case, rule)))
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--profile-probe",
+        json.dumps([case, batch, rule, runs]),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        return {"error": (done.stderr or done.stdout)[-400:]}
+    return json.loads(lines[-1])
 
 
 def memory_probe(case: str, batch: int, tool: str, threads: int) -> dict:
@@ -589,7 +609,7 @@ def write_report(res: dict, path: Path) -> None:
 
 def profile_section(rows: list[dict]) -> list[str]:
     """Where the relevance graph's time goes: onnxruntime profiles per kind of work."""
-    rows = [row for row in rows if "profile" in row]
+    rows = [row for row in rows if "ratio" in row.get("profile", {})]
     if not rows:
         return []
     lines = [
@@ -810,7 +830,11 @@ def main(argv=None) -> int:
         default=None,
         help="replace this run's cases in an earlier --json file, report that",
     )
+    parser.add_argument(
+        "--redo-profile", action="store_true", help="with --from-json: profile every row again"
+    )
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
+    parser.add_argument("--profile-probe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.from_json:
         res = json.loads(args.from_json.read_text())
@@ -833,12 +857,21 @@ def main(argv=None) -> int:
                         row["memory"][key] = done[at]
                         print(f"memory {row['case']} {row['batch']} {tool}: {row['memory'][key]}", flush=True)
             args.from_json.write_text(json.dumps(res, indent=1, default=str))
+        if args.redo_profile:
+            for row in res["rows"]:
+                row["profile"] = measure_profile(row["case"], row["batch"], row["rule"])
+                print(f"profile {row['case']} {row['batch']} {row['rule']}: {row['profile']}", flush=True)
+            args.from_json.write_text(json.dumps(res, indent=1, default=str))
         if args.redo_compile:
             for case in res["compile"]:
                 print(f"compile {case}", flush=True)
                 res["compile"][case] = compile_times(case, 1 if res["quick"] else 7)
             args.from_json.write_text(json.dumps(res, indent=1, default=str))
         write_report(res, args.out or ROOT / "BENCHMARKS.md")
+        return 0
+    if args.profile_probe:
+        case, batch, rule, runs = json.loads(args.profile_probe)
+        print(json.dumps(profile_probe(case, batch, rule, runs)))
         return 0
     if args.memory_probe:
         case, batch, tool, threads = json.loads(args.memory_probe)
@@ -847,6 +880,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     start = time.time()
+    for stale in models.CACHE.glob("*.relevance.onnx"):  # compiled by an earlier onnxlrp, perhaps
+        stale.unlink()
     cases, timing, compile_cases = plan(args.quick)
     if args.cases:
         cases = [c for c in cases if c[0] in args.cases]
@@ -908,8 +943,8 @@ def main(argv=None) -> int:
                 "memory": {},
             }
             print(f"   {rule}: " + json.dumps({k: round(v, 2) for k, v in row["ratios"].items()}), flush=True)
-            row["profile"] = tools.profile(rule, 2 if big or batch > 8 else 5)
-            print(f"   profile {rule}: {row['profile']['shares']}", flush=True)
+            row["profile"] = measure_profile(case, batch, rule)
+            print(f"   profile {rule}: {row['profile'].get('shares', row['profile'])}", flush=True)
             res["rows"].append(row)
         if not args.no_memory:
             probes = ["ort_fwd", "torch_grad"] + [f"{k}:{r}" for r in RULES for k in ("lrp", "zennit")]
