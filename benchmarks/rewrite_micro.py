@@ -1,11 +1,13 @@
-"""Micro-benchmarks of relevance-graph rewrites that were measured and rejected (benchmarks/ANALYSIS.md).
+"""Micro-benchmarks of relevance-graph rewrites, measured and rejected or adopted (benchmarks/ANALYSIS.md).
 
     python benchmarks/rewrite_micro.py
 
 - `concat`: z and z+ of one layer as one Conv over the output channels [W; W+] followed by a Split,
   against two Convs over the same input (the forward's Conv + Relu and z+'s denominator).
 - `where`: the stabiliser d + eps * sign0(d) as Where(d < 0, d - eps, d + eps) against the compiler's
-  Cast chain (GreaterOrEqual, Cast, Mul, Sub, Add); both exact.
+  Cast chain (GreaterOrEqual, Cast, Mul, Sub, Add); both exact. Rejected.
+- `clip`: the stabiliser as d + Clip(2^127 d + eps, -eps, eps), the compiler's form since it replaced
+  the Cast chain (here the "current" side); exact for every normal float when eps <= 1. Adopted.
 Each pair runs interleaved in one thread and is timed in CPU seconds (steady on a busy machine);
 prints the median per-round ratio (> 1: the rewrite is slower) and whether the outputs are equal.
 """
@@ -98,6 +100,22 @@ def where_pair(shape: list[int], eps: float = 1.0) -> tuple[onnx.ModelProto, onn
     return cast, where
 
 
+def clip_pair(shape: list[int], eps: float = 1.0) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    cast, _ = where_pair(shape, eps)
+    clip = _model(
+        [
+            helper.make_node("Mul", ["x", "steep"], ["line"]),
+            helper.make_node("Add", ["line", "eps"], ["shifted"]),
+            helper.make_node("Clip", ["shifted", "neg_eps", "eps"], ["shift"]),
+            helper.make_node("Add", ["x", "shift"], ["y"]),
+        ],
+        {"steep": np.float32(2.0**127), "eps": np.float32(eps), "neg_eps": np.float32(-eps)},
+        shape,
+        ["y"],
+    )
+    return cast, clip
+
+
 def compare(label: str, before: onnx.ModelProto, after: onnx.ModelProto, x: np.ndarray, rounds: int) -> None:
     sessions = [
         ort.InferenceSession(m.SerializeToString(), session_options(1), providers=["CPUExecutionProvider"])
@@ -128,6 +146,8 @@ def main() -> int:
         x = rng.normal(size=shape).astype(np.float32)
         x.flat[::97] = 0  # sign0(0) = +1 must hold
         compare(f"where {'x'.join(map(str, shape))}", *where_pair(shape), x, 40)
+        with np.errstate(over="ignore"):
+            compare(f"clip {'x'.join(map(str, shape))}", *clip_pair(shape), x, 40)
     return 0
 
 
