@@ -133,11 +133,14 @@ def _input_dims(value: onnx.ValueInfoProto) -> tuple[int | str, ...]:
     return tuple(d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim)
 
 
-def _declared_shapes(model: onnx.ModelProto, info: GraphInfo) -> dict[str, tuple[int | str, ...]]:
-    """Static shapes to declare on outputs. Where onnx's own shape inference disagrees with the
-    runtime (onnx 1.2x gets some ceil_mode pooling sizes wrong), the dimension is left symbolic so
-    that checkers and runtimes both accept the model. In a model with symbolic dimensions besides
-    the batch (a sequence length), a size onnx cannot infer statically stays symbolic too."""
+def _declared_shapes(
+    model: onnx.ModelProto, info: GraphInfo
+) -> tuple[dict[str, tuple[int | str, ...]], str | None]:
+    """Static shapes to declare on outputs, and the first tensor whose shape onnx's own inference
+    gets otherwise than the runtime (onnx 1.2x counts a ceil_mode pooling window that starts in the
+    end padding, onnxruntime and PyTorch do not), if any. Such a dimension is left symbolic so that
+    checkers and runtimes both accept the outputs. In a model with symbolic dimensions besides the
+    batch (a sequence length), a size onnx cannot infer statically stays symbolic too."""
     inferred_graph = onnx.shape_inference.infer_shapes(weightless(model)).graph
     inferred = [*inferred_graph.value_info, *inferred_graph.output]
     onnx_dims = {
@@ -145,6 +148,7 @@ def _declared_shapes(model: onnx.ModelProto, info: GraphInfo) -> dict[str, tuple
         for vi in inferred
     }
     declared: dict[str, tuple[int | str, ...]] = {}
+    differ: dict[str, str] = {}
     for name, shape in info.shapes.items():
         theirs = onnx_dims.get(name)
         if theirs is None or len(theirs) != len(shape):
@@ -154,7 +158,20 @@ def _declared_shapes(model: onnx.ModelProto, info: GraphInfo) -> dict[str, tuple
             d if t == d or (t is None and not info.symbolic_dims) else f"{name}:dim{i}"
             for i, (d, t) in enumerate(zip(shape, theirs, strict=True))
         )
-    return declared
+        if any(t is not None and t != d for d, t in zip(shape, theirs, strict=True)):
+            differ[name] = f"'{name}' (onnx: {theirs}, onnxruntime: {list(shape)})"
+    in_order = [differ[name] for node in model.graph.node for name in node.output if name in differ]
+    return declared, next(iter(in_order), None)
+
+
+def _with_shape(output: onnx.ValueInfoProto, shapes: dict[str, tuple[int | str, ...]]) -> onnx.ValueInfoProto:
+    """A forward output as the relevance graph declares it: as the model does, or with the runtime's
+    shape where the model leaves the shape out (onnxruntime runs such a model; onnx's checker
+    requires a shape on a graph output)."""
+    tensor = output.type.tensor_type
+    if tensor.HasField("shape") or output.name not in shapes:
+        return output
+    return _value_info(output.name, shapes[output.name], tensor.elem_type or onnx.TensorProto.FLOAT)
 
 
 def _total(b: GraphBuilder, parts: list[str]) -> str:
@@ -193,7 +210,7 @@ def _assemble(
     channel_sources: dict[str, str],
 ) -> onnx.ModelProto:
     graph = model.graph
-    shapes = _declared_shapes(model, info)
+    shapes, disagreement = _declared_shapes(model, info)
     input_info = next(i for i in graph.input if i.name == info.input_name)
     input_shape = _input_dims(input_info) if info.symbolic_dims else info.shape(info.input_name)
     if expose == ["all"]:
@@ -219,7 +236,7 @@ def _assemble(
         )
         outputs = [_value_info(RELEVANCE, input_shape)]
     if start is None:
-        outputs += _copies(graph.output)
+        outputs += [_with_shape(output, shapes) for output in _copies(graph.output)]
     else:
         outputs.append(_value_info(start, shapes[start]))
         needed = {start} | {name for node in b.nodes for name in node.input}
@@ -253,7 +270,18 @@ def _assemble(
         properties[CLASSES_PROPERTY] = str(info.shape(explained)[-1])  # [N, classes] or [N, seq, classes]
     helper.set_model_props(model, properties)
     model.ir_version = _ir_version(model)
-    check_structure(model)
+    try:
+        check_structure(model)
+    except UnsupportedModelError:
+        if disagreement is None:
+            raise
+        # the relevance nodes are sized by the runtime, which onnx's inference (run by onnxruntime
+        # too when it loads a model) then contradicts
+        raise UnsupportedModelError(
+            f"onnx's shape inference and onnxruntime disagree on the shape of {disagreement}, so a "
+            "relevance graph would not load (a ceil_mode pooling window that starts in the end padding "
+            "counts for onnx only: export without ceil_mode, or with pads that make it unnecessary)"
+        ) from None
     return model
 
 
@@ -295,8 +323,15 @@ def _copies(messages) -> list:
 def check_structure(model: onnx.ModelProto) -> None:
     """onnx.checker.check_model(full_check=True) on the model with its large weights replaced by
     inputs of the same type and shape: the same checks (shape inference never needs the values of
-    float weights) without copying the weights into the checker."""
-    onnx.checker.check_model(weightless(model), full_check=True)
+    float weights) without copying the weights into the checker. A failure is the compiler's fault,
+    reported on one line."""
+    try:
+        onnx.checker.check_model(weightless(model), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UnsupportedModelError(
+            f"the relevance graph fails onnx's checker ({first}); please report the model"
+        ) from None
 
 
 def _ir_version(model: onnx.ModelProto) -> int:

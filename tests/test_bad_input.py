@@ -119,3 +119,51 @@ def test_inspect_marks_unsupported_nodes(tmp_path, capsys):
     assert main(["inspect", str(src)]) == 1
     out = capsys.readouterr().out
     assert "strange_erf" in out and "NO" in out
+
+
+def test_output_without_declared_shape_compiles(tmp_path):
+    """onnxruntime runs a model whose output has no shape (onnx's checker wants one): the relevance
+    graph declares the shape onnxruntime computes, and agrees with the same model fully declared."""
+    w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3) - 5, "w")
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["y"], name="fc")]
+    bare = _model(
+        nodes, [_float("x", ["N", 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w]
+    )
+    declared = _model(nodes, [_float("x", ["N", 4])], [_float("y", ["N", 3])], [w])
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    graph = onnxlrp.compile(bare, rule="epsilon")
+    onnx.checker.check_model(graph, full_check=True)
+    got = onnxlrp.RelevanceSession(graph).run(x)
+    want = onnxlrp.RelevanceSession(onnxlrp.compile(declared, rule="epsilon")).run(x)
+    np.testing.assert_array_equal(got["relevance"], want["relevance"])
+    src = tmp_path / "bare.onnx"
+    onnx.save(bare, str(src))
+    assert main(["compile", str(src)]) == 0
+
+
+def test_shapes_onnx_and_onnxruntime_disagree_on_name_the_tensor(tmp_path, capsys):
+    """A ceil_mode window that starts in the end padding: onnx counts it (4x5), onnxruntime does not
+    (4x4), and a graph sized by one fails the other's check. One line naming the tensor, no file."""
+    pool = helper.make_node(
+        "MaxPool",
+        ["x"],
+        ["pooled"],
+        name="pool",
+        kernel_shape=[3, 2],
+        strides=[3, 2],
+        pads=[1, 0, 1, 1],
+        ceil_mode=1,
+    )
+    model = _model(
+        [pool, helper.make_node("Flatten", ["pooled"], ["y"], name="flat")],
+        [_float("x", [1, 2, 9, 8])],
+        [_float("y", [1, None])],
+    )
+    with pytest.raises(onnxlrp.UnsupportedModelError, match=r"'pooled'.*ceil_mode"):
+        onnxlrp.compile(model, rule="epsilon")
+    src = tmp_path / "pool.onnx"
+    onnx.save(model, str(src))
+    assert main(["compile", str(src)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'pooled'" in err[0]
+    assert not (tmp_path / "pool.lrp.onnx").exists()
