@@ -168,8 +168,10 @@ def _with_shape(output: onnx.ValueInfoProto, shapes: dict[str, tuple[int | str, 
     """A forward output as the relevance graph declares it: as the model does, or with the runtime's
     shape where the model leaves the shape out (onnxruntime runs such a model; onnx's checker
     requires a shape on a graph output)."""
+    if not output.type.HasField("tensor_type") or output.name not in shapes:
+        return output  # e.g. skl2onnx's ZipMap output: a sequence of maps
     tensor = output.type.tensor_type
-    if tensor.HasField("shape") or output.name not in shapes:
+    if tensor.HasField("shape"):
         return output
     return _value_info(output.name, shapes[output.name], tensor.elem_type or onnx.TensorProto.FLOAT)
 
