@@ -193,6 +193,16 @@ def _relevance_file(case: str, rule: str) -> Path:
     return models.CACHE / f"{case}-{onnx_path.stem}-{rule}.relevance.onnx"
 
 
+def _compile_if_missing(case: str, rule: str) -> bool:
+    """Compile the case's relevance graph into the cache unless it is there; True when it compiled."""
+    path = _relevance_file(case, rule)
+    if path.exists():
+        return False
+    _, onnx_path, _ = models.load_case(case)
+    onnx.save(onnxlrp.compile(str(onnx_path), **RULES[rule]), str(path))
+    return True
+
+
 def profile_probe(case: str, batch: int, rule: str, runs: int) -> dict:
     """Run inside a fresh subprocess: onnxruntime's profile of the forward and the relevance graph
     (one thread: kernel times add up to the run; with more, kernels overlap waits)."""
@@ -208,32 +218,13 @@ def profile_probe(case: str, batch: int, rule: str, runs: int) -> dict:
         runs=runs,
         threads=1,
     )
-    fwd = prof.forward.total
-    top = sorted(prof.relevance.seconds.items(), key=lambda item: -item[1])
-    return {
-        "ratio": prof.ratio,
-        "linear": prof.linear_ratio,
-        "shares": prof.shares(),
-        "top": [[op, t / fwd, prof.relevance.calls[op]] for op, t in top[:12]],
-    }
+    return prof.summary()
 
 
 def measure_profile(case: str, batch: int, rule: str, runs: int = 3) -> dict:
     """profile_probe in a fresh process (in this one, earlier cases' memory skewed big profiles)."""
-    if not _relevance_file(case, rule).exists():
-        _, onnx_path, _ = models.load_case(case)
-        onnx.save(onnxlrp.compile(str(onnx_path), **RULES[rule]), str(_relevance_file(case, rule)))
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--profile-probe",
-        json.dumps([case, batch, rule, runs]),
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode or not lines:
-        return {"error": (done.stderr or done.stdout)[-400:]}
-    return json.loads(lines[-1])
+    _compile_if_missing(case, rule)
+    return _probe("--profile-probe", [case, batch, rule, runs])
 
 
 def memory_probe(case: str, batch: int, tool: str, threads: int) -> dict:
@@ -246,9 +237,7 @@ def memory_probe(case: str, batch: int, tool: str, threads: int) -> dict:
     ru_maxrss across fork + exec, so a child of a big parent would report the parent's size."""
     kind, _, rule = tool.partition(":")
     models.load_case(case)  # exports into the cache if needed
-    if kind == "lrp" and not _relevance_file(case, rule).exists():
-        _, onnx_path, _ = models.load_case(case)
-        onnx.save(onnxlrp.compile(str(onnx_path), **RULES[rule]), str(_relevance_file(case, rule)))
+    if kind == "lrp" and _compile_if_missing(case, rule):
         sys.stdout.flush()
         os.execv(sys.executable, [sys.executable, *sys.argv])
     torch.set_num_threads(threads)
@@ -256,13 +245,16 @@ def memory_probe(case: str, batch: int, tool: str, threads: int) -> dict:
 
 
 def measure_memory(case: str, batch: int, tool: str, threads: int) -> dict:
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--memory-probe",
-        json.dumps([case, batch, tool, threads]),
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    """memory_probe in a fresh process."""
+    return _probe(
+        "--memory-probe", [case, batch, tool, threads], env=dict(os.environ, OMP_NUM_THREADS=str(threads))
+    )
+
+
+def _probe(flag: str, payload: list, env: dict | None = None) -> dict:
+    """This script run again with `flag payload` (one of its probes) in a fresh process: the JSON it
+    prints last, or the error it ended with."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), flag, json.dumps(payload)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:

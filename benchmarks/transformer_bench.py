@@ -153,7 +153,7 @@ def measure(
         }
         if profile:
             prof = profile_sessions(forward_bytes, graph_bytes, feed, relevance_feed, threads=1)
-            row["profile"] = {"ratio": prof.ratio, "linear": prof.linear_ratio, "shares": prof.shares()}
+            row["profile"] = prof.summary()
             row["profile_report"] = prof.report(top=12)
         result["rows"].append(row)
     return result

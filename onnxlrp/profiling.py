@@ -179,6 +179,22 @@ class Profile:
         `ratio`."""
         return {kind: s / self.forward.total for kind, s in self.relevance.by_kind().items()}
 
+    def costliest(self, top: int) -> list[tuple[str, float, float]]:
+        """The relevance graph's `top` costliest operator types: (type, seconds in units of the
+        forward's run, calls per run)."""
+        fwd = self.forward.total
+        ranked = sorted(self.relevance.seconds.items(), key=lambda item: -item[1])[:top]
+        return [(op, s / fwd, self.relevance.calls[op]) for op, s in ranked]
+
+    def summary(self, top: int = 12) -> dict:
+        """The numbers as plain data (JSON): ratio, linear_ratio as "linear", shares, costliest."""
+        return {
+            "ratio": self.ratio,
+            "linear": self.linear_ratio,
+            "shares": self.shares(),
+            "top": [list(entry) for entry in self.costliest(top)],
+        }
+
     def report(self, top: int = 8) -> str:
         """A few lines for a terminal: the ratio as a sum of kinds of work, then the costliest ops."""
         shares = " + ".join(f"{kind} {share:.2f}" for kind, share in self.shares().items())
@@ -188,11 +204,10 @@ class Profile:
             "3 for two-weight rules)",
         ]
         fwd = self.forward.total
-        costly = sorted(self.relevance.seconds.items(), key=lambda item: -item[1])[:top]
-        for op, s in costly:
+        for op, share, calls in self.costliest(top):
             lines.append(
-                f"           {op:<16} {s / fwd:5.2f}  ({100 * s / self.relevance.total:4.1f}%, "
-                f"{self.relevance.calls[op]:.0f} calls)"
+                f"           {op:<16} {share:5.2f}  ({100 * share * fwd / self.relevance.total:4.1f}%, "
+                f"{calls:.0f} calls)"
             )
         return "\n".join(lines)
 
