@@ -585,6 +585,7 @@ def write_report(res: dict, path: Path) -> None:
         "python benchmarks/run.py --cases resnet9 --merge-into full.json   # rerun nets into a --json",
         "python benchmarks/history.py       # the compiler commits side by side (then rerun the report)",
         "python benchmarks/transpose_micro.py   # ConvTranspose vs Conv per layer (compiler heuristic)",
+        "python benchmarks/thread_pools.py      # the timing method against sessions run alone",
         "python benchmarks/run.py --from-json benchmarks/results.json   # rewrite this report from raw data",
         "```",
         "",
